@@ -1,0 +1,31 @@
+"""PC-DARTS: partial channel connections for memory-efficient architecture search.
+
+A pure library: no tracking, no file writes, no work at import time.
+"""
+
+from pcdarts.architect import Architect, ArchitectConfig
+from pcdarts.counting import count_macs, count_params
+from pcdarts.genotypes import GENOTYPES, Genotype, derive_genotype, edge_weights, get_genotype
+from pcdarts.network import Network, build_network
+from pcdarts.ops import OPS, PRIMITIVES
+from pcdarts.supernet import MixedOp, Supernet, build_supernet, channel_shuffle
+
+__all__ = [
+    "GENOTYPES",
+    "OPS",
+    "PRIMITIVES",
+    "Architect",
+    "ArchitectConfig",
+    "Genotype",
+    "MixedOp",
+    "Network",
+    "Supernet",
+    "build_network",
+    "build_supernet",
+    "channel_shuffle",
+    "count_macs",
+    "count_params",
+    "derive_genotype",
+    "edge_weights",
+    "get_genotype",
+]

@@ -1,0 +1,182 @@
+"""Final (discrete) networks built from a genotype (SPEC §6): one class for CIFAR and ImageNet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pcdarts.genotypes import Genotype
+from pcdarts.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
+from pcdarts.stems import build_stem
+from pcdarts.supernet import dataset_stem
+
+AUX_HIDDEN = (128, 768)  # auxiliary head widths (DARTS reference code)
+
+
+class Cell(nn.Module):
+    """A discrete cell: each node sums two ops applied to earlier states (SPEC §1)."""
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        c_prev_prev: int,
+        c_prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=True)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=True)
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=True)
+        gene, concat = (
+            (genotype.reduce, genotype.reduce_concat)
+            if reduction
+            else (genotype.normal, genotype.normal_concat)
+        )
+        self._ops = nn.ModuleList(
+            build_op(name, channels, 2 if reduction and index < 2 else 1, affine=True)
+            for name, index in gene
+        )
+        self._indices = [index for _, index in gene]
+        self._concat = list(concat)
+        self.multiplier = len(concat)
+
+    def forward(self, s0: Tensor, s1: Tensor, drop_prob: float) -> Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(len(self._ops) // 2):
+            node = []
+            for op, index in zip(self._ops[2 * i : 2 * i + 2], self._indices[2 * i : 2 * i + 2]):
+                h = op(states[index])
+                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
+                    h = drop_path(h, drop_prob)
+                node.append(h)
+            states.append(node[0] + node[1])
+        return torch.cat([states[i] for i in self._concat], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """Auxiliary classifier at 2/3 depth (DARTS): 8x8 inputs on CIFAR, 7x7 on ImageNet.
+
+    ``pool_stride`` is 3 for CIFAR and 2 for ImageNet; the ImageNet head has no BN after
+    its second conv (a typo in the DARTS code that the paper's runs kept). Maps smaller
+    than the 5x5 pooling window (tiny profiles only) are pooled adaptively to 2x2.
+    """
+
+    def __init__(self, c_in: int, num_classes: int, pool_stride: int, second_bn: bool) -> None:
+        super().__init__()
+        hidden, width = AUX_HIDDEN
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
+            nn.Conv2d(c_in, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, width, 2, bias=False),
+            nn.BatchNorm2d(width) if second_bn else nn.Identity(),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if min(x.shape[-2:]) < 5:
+            x = F.adaptive_avg_pool2d(F.relu(x), 2)
+            x = self.features[2:](x)
+        else:
+            x = self.features(x)
+        return self.classifier(x.flatten(1))
+
+
+class Network(nn.Module):
+    """The final network: stem, ``layers`` cells (reductions at 1/3 and 2/3), classifier.
+
+    forward returns (logits, aux_logits); aux_logits is None in eval mode or without the
+    auxiliary head. ``drop_path_prob`` is module state and saved in the state dict.
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        stem: str = "cifar",
+        channels: int = 36,
+        layers: int = 20,
+        num_classes: int = 10,
+        auxiliary: bool = True,
+        stem_multiplier: int = 3,
+    ) -> None:
+        super().__init__()
+        self.genotype = genotype
+        self.drop_path_prob = 0.0
+        self._aux_index = 2 * layers // 3
+        self.stem, c_stem, reduction_prev = build_stem(stem, channels, stem_multiplier)
+        c_prev_prev, c_prev, c_curr = c_stem, c_stem, channels
+        self.cells = nn.ModuleList()
+        c_aux = c_prev
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c_curr *= 2
+            cell = Cell(genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
+            if i == self._aux_index:
+                c_aux = c_prev
+        self.auxiliary_head: AuxiliaryHead | None = None
+        if auxiliary:
+            cifar = stem == "cifar"
+            self.auxiliary_head = AuxiliaryHead(
+                c_aux, num_classes, pool_stride=3 if cifar else 2, second_bn=cifar
+            )
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """x: (N, 3, H, W) -> logits (N, classes), aux logits (N, classes) or None."""
+        logits_aux = None
+        s0, s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self._aux_index and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        out = self.global_pooling(s1)
+        return self.classifier(out.flatten(1)), logits_aux
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The output of every cell, (N, C_i, H_i, W_i), for detection backbones."""
+        outs = []
+        s0, s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            outs.append(s1)
+        return outs
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"drop_path_prob": self.drop_path_prob, "genotype": self.genotype.to_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        saved = Genotype.from_dict(state["genotype"])
+        if saved != self.genotype:
+            raise ValueError(f"state dict is for genotype {saved}, this network is {self.genotype}")
+        self.drop_path_prob = float(state["drop_path_prob"])
+
+
+def build_network(
+    genotype: Genotype,
+    dataset: str = "cifar10",
+    C: int = 36,  # noqa: N803 - the paper's name for the initial channel count
+    layers: int = 20,
+    num_classes: int = 10,
+    auxiliary: bool = True,
+) -> Network:
+    """The final network for ``dataset`` ("cifar10" or "imagenet") from ``genotype``."""
+    return Network(
+        genotype, stem=dataset_stem(dataset), channels=C, layers=layers,
+        num_classes=num_classes, auxiliary=auxiliary,
+    )

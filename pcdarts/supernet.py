@@ -1,0 +1,219 @@
+"""The PC-DARTS supernet: partial channel connections (SPEC §2) + edge normalization (§3).
+
+One implementation for CIFAR and ImageNet; they differ only in the stem (see
+:mod:`pcdarts.stems`) and in K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pcdarts.genotypes import Genotype, derive_genotype, edge_weights
+from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
+from pcdarts.stems import build_stem
+
+ARCH_INIT_SCALE = 1e-3  # alphas and betas start at 1e-3 * N(0, 1) (SPEC §3, reference code)
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """(N, C, H, W) -> (N, C, H, W): view as (N, g, C/g, H, W), swap the channel axes."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class MixedOp(nn.Module):
+    """One supernet edge: the alpha-weighted sum of all primitives on 1/K of the channels.
+
+    The first C/K channels go through the ops; the rest bypass them (2x2 max-pooled on a
+    stride-2 edge), are concatenated after the processed part, and the result is
+    channel-shuffled with K groups so the next edge sees other channels (SPEC §2).
+    """
+
+    def __init__(self, channels: int, stride: int, k: int) -> None:
+        super().__init__()
+        if channels % k:
+            raise ValueError(f"K={k} must divide the edge's {channels} channels")
+        self.k = k
+        self.stride = stride
+        c_part = channels // k
+        self._ops = nn.ModuleList()
+        for primitive in PRIMITIVES:
+            op = build_op(primitive, c_part, stride, affine=False)
+            if "pool" in primitive:  # supernet pools are followed by a BN (SPEC §1)
+                op = nn.Sequential(op, nn.BatchNorm2d(c_part, affine=False))
+            self._ops.append(op)
+        self.mp = nn.MaxPool2d(2, 2)
+        # 'none' adds exact zeros and takes no gradient: skipping it changes no value.
+        self._active = [i for i, p in enumerate(PRIMITIVES) if p != "none"]
+        self._preact = [isinstance(op, PreActivated) for op in self._ops]
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        """x: (N, C, H, W), weights: (8,) softmaxed alphas -> (N, C, H/s, W/s)."""
+        c_part = x.shape[1] // self.k
+        x_in, x_bypass = x[:, :c_part], x[:, c_part:]
+        x_relu = torch.relu(x_in) if any(self._preact) else x_in  # one ReLU for all ops
+        out: Tensor | None = None
+        for i in self._active:
+            op = self._ops[i]
+            y = op.forward_preactivated(x_relu) if self._preact[i] else op(x_in)
+            term = weights[i] * y
+            out = term if out is None else out + term
+        assert out is not None
+        if self.k == 1:
+            return out
+        if self.stride > 1:
+            x_bypass = self.mp(x_bypass)
+        return channel_shuffle(torch.cat([out, x_bypass], dim=1), self.k)
+
+
+class SearchCell(nn.Module):
+    """A supernet cell: 2 inputs, ``steps`` nodes, each fed by a MixedOp from all earlier."""
+
+    def __init__(
+        self,
+        steps: int,
+        c_prev_prev: int,
+        c_prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+        k: int,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
+        self._ops = nn.ModuleList(
+            MixedOp(channels, 2 if reduction and j < 2 else 1, k)
+            for i in range(steps)
+            for j in range(2 + i)
+        )
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None) -> Tensor:
+        """weights: (E, 8) softmaxed alphas; weights2: (E,) edge weights or None (EN off)."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            node: Tensor | None = None
+            for j, h in enumerate(states):
+                y = self._ops[offset + j](h, weights[offset + j])
+                if weights2 is not None:
+                    y = weights2[offset + j] * y
+                node = y if node is None else node + y
+            assert node is not None
+            offset += len(states)
+            states.append(node)
+        return torch.cat(states[-self.steps :], dim=1)
+
+
+class Supernet(nn.Module):
+    """The PC-DARTS search network (SPEC §1-3).
+
+    Architecture weights (``alphas_*`` (E, 8), ``betas_*`` (E,)) are registered
+    parameters, shared by all cells of a type; :meth:`arch_parameters` and
+    :meth:`weight_parameters` partition :meth:`parameters`.
+    """
+
+    def __init__(
+        self,
+        stem: str = "cifar",
+        channels: int = 16,
+        layers: int = 8,
+        num_classes: int = 10,
+        k: int = 4,
+        edge_norm: bool = True,
+        steps: int = 4,
+        stem_multiplier: int = 3,
+    ) -> None:
+        super().__init__()
+        self.steps = steps
+        self.edge_norm = edge_norm
+        self.stem, c_stem, reduction_prev = build_stem(stem, channels, stem_multiplier, affine=True)
+        c_prev_prev, c_prev, c_curr = c_stem, c_stem, channels
+        self.cells = nn.ModuleList()
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c_curr *= 2
+            self.cells.append(
+                SearchCell(steps, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, k)
+            )
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, steps * c_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+        num_edges = sum(2 + i for i in range(steps))
+        num_ops = len(PRIMITIVES)
+        self.alphas_normal = nn.Parameter(ARCH_INIT_SCALE * torch.randn(num_edges, num_ops))
+        self.alphas_reduce = nn.Parameter(ARCH_INIT_SCALE * torch.randn(num_edges, num_ops))
+        self._arch_names: tuple[str, ...] = ("alphas_normal", "alphas_reduce")
+        if edge_norm:  # without EN there are no betas (all edge weights are 1)
+            self.betas_normal = nn.Parameter(ARCH_INIT_SCALE * torch.randn(num_edges))
+            self.betas_reduce = nn.Parameter(ARCH_INIT_SCALE * torch.randn(num_edges))
+            self._arch_names += ("betas_normal", "betas_reduce")
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """alphas_normal, alphas_reduce, then betas_normal, betas_reduce when EN is on."""
+        return [getattr(self, name) for name in self._arch_names]
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter that is not an architecture parameter."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return (p for p in self.parameters() if id(p) not in arch)
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if n not in self._arch_names)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, 3, H, W) -> logits (N, classes)."""
+        weights = {
+            False: F.softmax(self.alphas_normal, dim=-1),
+            True: F.softmax(self.alphas_reduce, dim=-1),
+        }
+        weights2: dict[bool, Tensor | None] = {False: None, True: None}
+        if self.edge_norm:
+            weights2 = {False: edge_weights(self.betas_normal), True: edge_weights(self.betas_reduce)}
+        s0, s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, weights[cell.reduction], weights2[cell.reduction])
+        out = self.global_pooling(s1)
+        return self.classifier(out.flatten(1))
+
+    @torch.no_grad()
+    def genotype(self) -> Genotype:
+        """The discrete cells the current architecture weights select (SPEC §4)."""
+        betas = (self.betas_normal, self.betas_reduce) if self.edge_norm else (None, None)
+        return derive_genotype(self.alphas_normal, self.alphas_reduce, *betas)
+
+
+def build_supernet(
+    dataset: str = "cifar10",
+    C: int = 16,  # noqa: N803 - the paper's name for the initial channel count
+    layers: int = 8,
+    num_classes: int = 10,
+    k: int = 4,
+    edge_norm: bool = True,
+) -> Supernet:
+    """The search network for ``dataset`` ("cifar10": 3x3 stem; "imagenet": 3 stride-2 convs)."""
+    return Supernet(
+        stem=dataset_stem(dataset), channels=C, layers=layers, num_classes=num_classes,
+        k=k, edge_norm=edge_norm,
+    )
+
+
+def dataset_stem(dataset: str) -> str:
+    """Which stem a dataset's networks use; unknown datasets fail with the known ones."""
+    stems = {"cifar10": "cifar", "imagenet": "imagenet"}
+    try:
+        return stems[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(stems)}") from None

@@ -1,0 +1,26 @@
+"""Shared test fixtures: small threads, the reference cases from ../shared/fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+REFERENCE_CASES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcdarts_reference_cases.pt"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, Any]:
+    """Inputs and outputs recorded from the reference PC-DARTS code (shared/fixtures)."""
+    if not REFERENCE_CASES.exists():
+        pytest.skip(f"reference cases not found at {REFERENCE_CASES} (they live beside the repo in shared/)")
+    return torch.load(REFERENCE_CASES)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
