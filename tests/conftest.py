@@ -10,7 +10,9 @@ import torch
 
 REFERENCE_CASES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcdarts_reference_cases.pt"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tiny tensors gain nothing from threads, and OpenMP spin-waits make 2 threads on a
+# shared 2-core machine up to 100x slower: tests run single-threaded.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
