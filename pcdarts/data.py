@@ -672,3 +672,36 @@ def make_loader(
         worker_init_fn=seed_worker,
         generator=generator,
     )
+
+
+# --------------------------------------------------------------------------- one entry point
+
+DATASETS = ("cifar10", "imagenet")
+
+
+def image_dataset(
+    dataset: str,
+    root: PathLike,
+    *,
+    train: bool,
+    augment: bool,
+    image_size: int,
+    cutout_length: int = 0,
+    color_jitter: Sequence[float] | None = None,
+) -> Dataset[Any]:
+    """The train (``train=True``) or test/val split of CIFAR-10 or ImageNet at ``root``.
+
+    One entry point for both datasets: ``augment`` picks the training transforms (the
+    search uses them on both its splits, as the reference does), otherwise eval ones.
+    """
+    if dataset == "cifar10":
+        tf = cifar_transforms(augment, image_size=image_size, cutout_length=cutout_length)
+        return load_cifar10(root, train=train, transform=tf)
+    if dataset == "imagenet":
+        jitter = tuple(color_jitter) if color_jitter else None
+        tf = imagenet_transforms(
+            augment, image_size=image_size, color_jitter=jitter,  # type: ignore[arg-type]
+            resize_size=round(image_size * IMAGENET_RESIZE_SIZE / IMAGENET_IMAGE_SIZE),
+        )
+        return load_imagenet(root, "train" if train else "val", transform=tf)
+    raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")

@@ -1,0 +1,101 @@
+"""What every stage shares: declared outputs written atomically, resumable checkpoints.
+
+A stage is: load and validate params, seed, build through library factories, call one
+library entry point, write its declared outputs, log to MLflow. DVC reads the same
+declarations from dvc.yaml; tests/test_dvc_declarations.py checks they agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stages.config import REPO_ROOT
+
+CHECKPOINT_DIR = REPO_ROOT / ".checkpoints"  # in-progress states; git-ignored, not DVC outputs
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; it replaces ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def to_jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path, produced_by: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: it is written by the {produced_by!r} stage (dvc repro {produced_by})")
+    return json.loads(path.read_text())
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def config_hash(config: Any) -> str:
+    """A short, stable hash of a config tree (dataclasses or dicts)."""
+    text = json.dumps(to_jsonable(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Resumable:
+    """In-progress checkpoints of a long stage, keyed by its resolved config.
+
+    DVC deletes a stage's outputs before running it, so progress is kept outside them,
+    in ``.checkpoints/<name>/<config hash>.pt``: an interrupted stage rerun with the same
+    config resumes from its last epoch; a changed config starts afresh.
+    """
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.path = CHECKPOINT_DIR / name / f"{config_hash(config)}.pt"
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+
+    def saver(self) -> Callable[[dict[str, Any]], None]:
+        return lambda state: save_torch(self.path, state)
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def configure_threads() -> None:
+    """Use the cores this process may run on (DVC may start stages under a CPU mask)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores))

@@ -1,0 +1,168 @@
+"""Typed schemas of ``params.yaml``: a typo or a wrong type fails at load, naming the key.
+
+``params.yaml`` is composed by Hydra from ``conf/`` (``make params``); these dataclasses
+are the contract both sides are checked against. The loop settings reuse the library's
+own frozen config dataclasses, so a field exists in one place only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pcdarts.search import SearchConfig
+from pcdarts.train import TrainConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = REPO_ROOT / "params.yaml"
+
+
+@dataclass
+class EmbeddedDataParams:
+    """The default data: scikit-learn's 1,797 handwritten digits in the real formats."""
+
+    test_fraction: float = 1 / 6  # held-out digits, shared by all three formats
+    imagenet_size: int = 64  # side of the ImageNet-style JPEGs
+    coco_canvas_size: int = 128  # side of the COCO-style detection canvases
+    coco_images_train: int = 400
+    coco_images_val: int = 100
+
+
+@dataclass
+class DataParams:
+    source: str = "embedded"  # "embedded" (digits, written by `prepare`) or "real"
+    cifar10_root: str = ""  # real: folder holding cifar-10-batches-py/
+    imagenet_root: str = ""  # real: ILSVRC2012 with train/<wnid>/ and val/<wnid>/
+    coco_root: str = ""  # real: COCO 2017 with train2017/, val2017/, annotations/
+    download_cifar10: bool = False  # real: let torchvision download CIFAR-10 into cifar10_root
+    num_workers: int = 0  # DataLoader workers per process
+    embedded: EmbeddedDataParams = field(default_factory=EmbeddedDataParams)
+
+
+@dataclass
+class SupernetParams:
+    C: int = 16  # initial channels, SPEC §5
+    layers: int = 8  # cells, SPEC §5
+    k: int = 4  # partial-channel K: 4 CIFAR-10, 2 ImageNet (SPEC §2)
+    edge_norm: bool = True  # SPEC §3; off for the EN ablation
+
+
+@dataclass
+class SearchParams:
+    network: SupernetParams = field(default_factory=SupernetParams)
+    batch_size: int = 256  # SPEC §5: 256 CIFAR-10, 1024 ImageNet (global, over all GPUs)
+    image_size: int = 32  # SPEC §5: 32 CIFAR-10, 224 ImageNet
+    arch_fraction: float = 0.5  # CIFAR-10: half of train for arch (SPEC §5)
+    weight_fraction: float = 0.1  # ImageNet: per-class fraction for weights (SPEC §5)
+    arch_fraction_per_class: float = 0.025  # ImageNet: per-class fraction for arch (SPEC §5)
+    loop: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass
+class SearchStages:
+    cifar10: SearchParams = field(default_factory=SearchParams)
+    imagenet: SearchParams = field(default_factory=SearchParams)
+
+
+@dataclass
+class NetworkParams:
+    C: int = 36  # SPEC §6: 36 CIFAR-10, 48 ImageNet
+    layers: int = 20  # SPEC §6: 20 CIFAR-10, 14 ImageNet
+    auxiliary: bool = True  # auxiliary head at 2/3 depth, SPEC §6
+
+
+@dataclass
+class TrainParams:
+    genotype: str = "searched"  # "searched" (this pipeline's) or a registry name, e.g. pc_darts_cifar
+    network: NetworkParams = field(default_factory=NetworkParams)
+    batch_size: int = 96  # SPEC §6: 96 CIFAR-10 (code; paper 128), 1024 ImageNet
+    image_size: int = 32  # SPEC §6: 32 CIFAR-10, 224 ImageNet
+    cutout_length: int = 16  # SPEC §6, CIFAR-10 only (0 = off)
+    color_jitter: list[float] = field(default_factory=list)  # ImageNet: (0.4, 0.4, 0.4, 0.2); [] = off
+    loop: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class DeriveParams:
+    cifar_network: NetworkParams = field(default_factory=NetworkParams)  # counted at 32x32
+    imagenet_network: NetworkParams = field(default_factory=lambda: NetworkParams(C=48, layers=14))
+    mobile_budget_macs_m: float = 600.0  # ImageNet mobile setting: < 600 M mult-adds (SPEC §6)
+
+
+@dataclass
+class TrackingParams:
+    tracking_uri: str = ""  # "" = sqlite store mlflow.db in the repo; MLFLOW_TRACKING_URI wins
+    experiment: str = "pcdarts"  # one experiment per study
+
+
+@dataclass
+class Params:
+    profile: str = "paper"  # recorded with every output, so a tiny run never looks like a paper one
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"
+    data: DataParams = field(default_factory=DataParams)
+    search: SearchStages = field(default_factory=SearchStages)
+    derive: DeriveParams = field(default_factory=DeriveParams)
+    train_cifar10: TrainParams = field(default_factory=TrainParams)
+    train_imagenet: TrainParams = field(default_factory=TrainParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+
+
+class ParamsError(ValueError):
+    """params.yaml does not match the schema; the message names the key."""
+
+
+def validate(raw: dict[str, Any], source: str = "params") -> Params:
+    """Check a plain dict against :class:`Params` and build the typed tree."""
+    schema = OmegaConf.structured(Params)
+    _writable(schema)
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        params = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ParamsError(f"{source}: invalid key {key!r}: {e.msg if hasattr(e, 'msg') else e}") from None
+    assert isinstance(params, Params)
+    _check_choices(params, source)
+    return params
+
+
+def _writable(node: Any) -> None:
+    """The library's configs are frozen dataclasses: let the merge fill them in."""
+    OmegaConf.set_readonly(node, False)
+    if OmegaConf.is_dict(node):
+        for key in node:
+            child = node._get_node(key)
+            if OmegaConf.is_config(child):
+                _writable(child)
+
+
+def _check_choices(p: Params, source: str) -> None:
+    if p.data.source not in ("embedded", "real"):
+        raise ParamsError(f"{source}: data.source must be 'embedded' or 'real', got {p.data.source!r}")
+    for name in ("train_cifar10", "train_imagenet"):
+        jitter = getattr(p, name).color_jitter
+        if jitter and len(jitter) != 4:
+            raise ParamsError(f"{source}: {name}.color_jitter needs 4 values (b, c, s, h) or []")
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``; errors name the file and the key."""
+    if not path.is_file():
+        raise ParamsError(f"{path} not found: run `make params` to compose it from conf/")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return validate(raw, str(path))
+
+
+def section(params: Params, dotted: str) -> Any:
+    """``section(p, "search.cifar10")`` -> that sub-tree."""
+    node: Any = params
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node

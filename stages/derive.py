@@ -1,0 +1,64 @@
+"""Stage `derive@<dataset>`: a searched genotype -> cell diagrams and its size at paper scale.
+
+    python -m stages.derive imagenet
+
+Counts parameters and mult-adds of the CIFAR network (C=36, 20 cells, 32x32) and the
+ImageNet network (C=48, 14 cells, 224x224) built from the cell, in both conventions
+(SPEC §7), and flags an ImageNet network over the mobile budget (600 M).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pcdarts import build_network, count_macs, count_params
+from pcdarts.data import CIFAR_IMAGE_SIZE, IMAGENET_IMAGE_SIZE
+from pcdarts.genotypes import Genotype
+from stages.common import read_json, write_json
+from stages.config import REPO_ROOT, DeriveParams, load_params
+from stages.diagrams import save_cell_diagrams
+from stages.search import outs as search_outs
+
+PARAMS = ["derive"]
+CIFAR_CLASSES, IMAGENET_CLASSES = 10, 1000  # the paper's datasets, whatever the profile
+
+
+def outs(dataset: str) -> dict[str, Path]:
+    d = Path("outputs/derive") / dataset
+    return {"normal": d / "normal.png", "reduction": d / "reduction.png", "counts": d / "counts.json"}
+
+
+def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
+    counts: dict[str, Any] = {}
+    for name, net, size, classes in (
+        ("cifar10", dp.cifar_network, CIFAR_IMAGE_SIZE, CIFAR_CLASSES),
+        ("imagenet", dp.imagenet_network, IMAGENET_IMAGE_SIZE, IMAGENET_CLASSES),
+    ):
+        model = build_network(genotype, name, C=net.C, layers=net.layers, num_classes=classes,
+                              auxiliary=net.auxiliary)
+        counts[f"{name}/params_m"] = count_params(model)
+        counts[f"{name}/macs_m"] = count_macs(model, size, "paper")
+        counts[f"{name}/macs_conv_linear_m"] = count_macs(model, size, "conv_linear")
+    counts["imagenet/over_mobile_budget"] = counts["imagenet/macs_m"] > dp.mobile_budget_macs_m
+    counts["mobile_budget_macs_m"] = dp.mobile_budget_macs_m
+    return counts
+
+
+def main(dataset: str) -> None:
+    p = load_params()
+    genotype = Genotype.from_dict(read_json(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}"))
+    o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
+    paths = save_cell_diagrams(genotype, o["normal"].parent)
+    assert {paths["normal"], paths["reduction"]} == {o["normal"], o["reduction"]}
+    counts = paper_scale_counts(genotype, p.derive)
+    write_json(o["counts"], {**counts, "genotype": genotype.to_dict(),
+                             "conventions": {"macs_m": "conv + linear + 2/BN output + 1/ReLU output (the paper's)",
+                                             "macs_conv_linear_m": "conv + linear only"}})
+    flag = "OVER the mobile budget" if counts["imagenet/over_mobile_budget"] else "within the mobile budget"
+    print(f"derive@{dataset}: ImageNet network {counts['imagenet/macs_m']:.0f} M mult-adds, {flag}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,97 @@
+"""Stage `prepare`: make (embedded) or locate (real) the datasets, check them, split them.
+
+Writes ``data/prepared/``: ``manifest.json`` (where each dataset is and what it holds),
+``splits/cifar10.json`` and ``splits/imagenet.json`` (the search's weight/arch index
+files, seeded; never copies of images) and, for the embedded source, ``digits/`` with
+the handwritten digits in the CIFAR-10, ImageNet and COCO layouts. Bad or missing data
+fails here, before any training, with the path and what to do.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pcdarts.data import (
+    check_cifar10,
+    check_coco,
+    check_imagenet,
+    indices_to_json,
+    load_cifar10,
+    load_imagenet,
+    split_per_class,
+    split_weight_arch,
+)
+from stages.common import write_json
+from stages.config import REPO_ROOT, Params, load_params
+from stages.embedded_data import write_all
+
+OUT = Path("data/prepared")
+PARAMS = ["seed", "profile", "data", "search.cifar10.arch_fraction",
+          "search.imagenet.weight_fraction", "search.imagenet.arch_fraction_per_class"]
+OUTS = [str(OUT)]
+
+
+def dataset_roots(p: Params, out: Path) -> dict[str, Path]:
+    if p.data.source == "embedded":
+        return {name: out / "digits" / name for name in ("cifar10", "imagenet", "coco")}
+    return {"cifar10": Path(p.data.cifar10_root), "imagenet": Path(p.data.imagenet_root),
+            "coco": Path(p.data.coco_root)}
+
+
+def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
+    """Write everything into ``out`` (a fresh folder, later renamed ``final``); the manifest."""
+    roots = dataset_roots(p, out)
+    if p.data.source == "embedded":
+        e = p.data.embedded
+        write_all(out / "digits", seed=p.seed, test_fraction=e.test_fraction,
+                  imagenet_size=e.imagenet_size, coco_canvas_size=e.coco_canvas_size,
+                  coco_images_train=e.coco_images_train, coco_images_val=e.coco_images_val)
+    elif p.data.download_cifar10:
+        import torchvision  # noqa: PLC0415 - only when the user allowed a download
+
+        torchvision.datasets.CIFAR10(str(roots["cifar10"]), train=True, download=True)
+    summaries = {
+        "cifar10": check_cifar10(roots["cifar10"]),
+        "imagenet": check_imagenet(roots["imagenet"]),
+        "coco": check_coco(roots["coco"]),
+    }
+    s = p.search
+    n_cifar = len(load_cifar10(roots["cifar10"], train=True))
+    w, a = split_weight_arch(n_cifar, s.cifar10.arch_fraction, seed=p.seed)
+    (out / "splits").mkdir(parents=True, exist_ok=True)
+    (out / "splits" / "cifar10.json").write_text(indices_to_json(w, a, {"dataset": "cifar10", "seed": p.seed}))
+    targets = load_imagenet(roots["imagenet"], "train").targets
+    w, a = split_per_class(targets, s.imagenet.weight_fraction, s.imagenet.arch_fraction_per_class, seed=p.seed)
+    (out / "splits" / "imagenet.json").write_text(indices_to_json(w, a, {"dataset": "imagenet", "seed": p.seed}))
+    return {
+        "profile": p.profile,
+        "source": p.data.source,
+        "datasets": {
+            name: {**summaries[name], "root": str(root)}
+            for name, root in dataset_roots(p, final).items()
+        },
+    }
+
+
+def main() -> None:
+    p = load_params()
+    target = REPO_ROOT / OUT
+    # Build in a sibling folder and swap it in: an interrupted run leaves no half dataset.
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        manifest = prepare(p, staging, OUT)
+        write_json(staging / "manifest.json", manifest)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    counts = {k: v.get("train_images") for k, v in manifest["datasets"].items()}
+    print(f"prepared {p.data.source} data in {OUT}: train images {counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Stage `search@<dataset>`: PC-DARTS architecture search on CIFAR-10 or ImageNet.
+
+    python -m stages.search cifar10
+
+Writes ``outputs/search/<dataset>/``: the final genotype, the per-epoch history (alphas,
+betas, genotype, metrics), the final supernet, metrics and curves. Resumes an
+interrupted run of the same config from ``.checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pcdarts import build_supernet
+from pcdarts.data import image_dataset, indices_from_json, make_loader
+from pcdarts.runtime import resolve_device, seed_everything
+from pcdarts.search import Searcher
+from stages.common import (
+    Resumable,
+    configure_threads,
+    read_json,
+    save_torch,
+    to_jsonable,
+    write_json,
+)
+from stages.config import REPO_ROOT, load_params
+from stages.tracking import stage_run
+
+MANIFEST = Path("data/prepared/manifest.json")
+PARAMS = ["seed", "profile", "device", "data.num_workers", "search.{dataset}", "tracking"]
+
+
+def outs(dataset: str) -> dict[str, Path]:
+    d = Path("outputs/search") / dataset
+    return {"genotype": d / "genotype.json", "history": d / "history.json",
+            "supernet": d / "supernet.pt", "metrics": d / "metrics.json",
+            "curves": d / "curves.json", "run": d / "mlflow_run.json"}
+
+
+def main(dataset: str) -> None:
+    p = load_params()
+    sp = getattr(p.search, dataset)
+    configure_threads()
+    seed_everything(p.seed)
+    device = resolve_device(p.device)
+    manifest = read_json(REPO_ROOT / MANIFEST, "prepare")
+    root = REPO_ROOT / manifest["datasets"][dataset]["root"]
+    train_set = image_dataset(dataset, root, train=True, augment=True, image_size=sp.image_size)
+    weight_idx, arch_idx, _ = indices_from_json(
+        (REPO_ROOT / MANIFEST.parent / "splits" / f"{dataset}.json").read_text()
+    )
+    loader_args = {"batch_size": sp.batch_size, "shuffle": True, "num_workers": p.data.num_workers}
+    weight_loader = make_loader(train_set, weight_idx, seed=p.seed, **loader_args)
+    arch_loader = make_loader(train_set, arch_idx, seed=p.seed + 1, **loader_args)
+    n_classes = len(manifest["datasets"][dataset]["classes"])
+    model = build_supernet(dataset, C=sp.network.C, layers=sp.network.layers,
+                           num_classes=n_classes, k=sp.network.k, edge_norm=sp.network.edge_norm)
+    o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
+    with stage_run("search", params=to_jsonable(sp), profile=p.profile, seed=p.seed, repo_root=REPO_ROOT,
+                   tracking_uri=p.tracking.tracking_uri, experiment=p.tracking.experiment,
+                   dataset=dataset, dataset_size=len(weight_idx) + len(arch_idx),
+                   upstream_run_files=[], run_file=o["run"],
+                   dvc_stage=f"search@{dataset}") as tracker:
+        searcher = Searcher(model, sp.loop, device, tracker)
+        progress = Resumable(f"search-{dataset}", {"params": sp, "seed": p.seed, "data": manifest})
+        if (state := progress.load()) is not None:
+            searcher.load_state_dict(state)
+            print(f"resuming search@{dataset} after epoch {searcher.epoch} from {progress.path}")
+        result = searcher.run(weight_loader, arch_loader, on_checkpoint=progress.saver())
+        summary = {**result.metrics, "profile": p.profile, "cost": result.cost.to_dict()}
+        write_json(o["genotype"], result.genotype.to_dict())
+        write_json(o["history"], result.history)
+        write_json(o["curves"], [{"epoch": h["epoch"], **h["metrics"]} for h in result.history])
+        write_json(o["metrics"], summary)
+        save_torch(o["supernet"], {"model": searcher.model.state_dict(),
+                                   "genotype": result.genotype.to_dict(), "params": to_jsonable(sp)})
+        tracker.log_summary(result.metrics)
+        for key in ("genotype", "history", "metrics"):
+            tracker.log_artifact(o[key])
+        progress.done()
+    print(f"search@{dataset}: {result.genotype}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

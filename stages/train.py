@@ -1,0 +1,106 @@
+"""Stages `train_cifar10` and `train_imagenet@<cell>`: train a final network from a genotype.
+
+    python -m stages.train cifar10            # CIFAR-10 evaluation of the CIFAR-searched cell
+    python -m stages.train imagenet cifar10   # ImageNet retraining of the CIFAR-searched cell
+    python -m stages.train imagenet imagenet  # ... of the ImageNet-searched cell
+
+Writes the trained network (the detection stage's backbone), test error, and curves.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pcdarts import build_network, count_macs, count_params, get_genotype
+from pcdarts.data import image_dataset, make_loader
+from pcdarts.genotypes import Genotype
+from pcdarts.runtime import resolve_device, seed_everything
+from pcdarts.train import Trainer
+from stages.common import (
+    Resumable,
+    configure_threads,
+    read_json,
+    save_torch,
+    to_jsonable,
+    write_json,
+)
+from stages.config import REPO_ROOT, TrainParams, load_params
+from stages.search import MANIFEST
+from stages.search import outs as search_outs
+from stages.tracking import stage_run
+
+PARAMS = ["seed", "profile", "device", "data.num_workers", "train_{dataset}", "tracking"]
+
+
+def stage_name(dataset: str, cell: str) -> str:
+    return "train_cifar10" if dataset == "cifar10" else f"train_imagenet@{cell}"
+
+
+def outs(dataset: str, cell: str) -> dict[str, Path]:
+    d = Path("outputs/train_cifar10") if dataset == "cifar10" else Path("outputs/train_imagenet") / cell
+    return {"model": d / "model.pt", "metrics": d / "metrics.json", "curves": d / "curves.json",
+            "run": d / "mlflow_run.json"}
+
+
+def genotype_for(tp: TrainParams, cell: str) -> Genotype:
+    if tp.genotype == "searched":
+        return Genotype.from_dict(read_json(REPO_ROOT / search_outs(cell)["genotype"], f"search@{cell}"))
+    return get_genotype(tp.genotype)
+
+
+def main(dataset: str, cell: str) -> None:
+    p = load_params()
+    tp: TrainParams = getattr(p, f"train_{dataset}")
+    configure_threads()
+    seed_everything(p.seed)
+    device = resolve_device(p.device)
+    manifest = read_json(REPO_ROOT / MANIFEST, "prepare")
+    root = REPO_ROOT / manifest["datasets"][dataset]["root"]
+    kw = {"image_size": tp.image_size, "cutout_length": tp.cutout_length, "color_jitter": tp.color_jitter}
+    train_set = image_dataset(dataset, root, train=True, augment=True, **kw)
+    test_set = image_dataset(dataset, root, train=False, augment=False, **kw)
+    train_loader = make_loader(train_set, None, tp.batch_size, shuffle=True, seed=p.seed,
+                               num_workers=p.data.num_workers)
+    test_loader = make_loader(test_set, None, tp.batch_size, shuffle=False, seed=p.seed,
+                              num_workers=p.data.num_workers)
+    genotype = genotype_for(tp, cell)
+    n_classes = len(manifest["datasets"][dataset]["classes"])
+    net_args = {"dataset": dataset, "C": tp.network.C, "layers": tp.network.layers,
+                "num_classes": n_classes, "auxiliary": tp.network.auxiliary}
+    model = build_network(genotype, **net_args)
+    size = {"model/params_m": count_params(model),
+            "model/macs_m": count_macs(model, tp.image_size),
+            "model/macs_conv_linear_m": count_macs(model, tp.image_size, "conv_linear")}
+    o = {k: REPO_ROOT / v for k, v in outs(dataset, cell).items()}
+    upstream = [REPO_ROOT / search_outs(cell)["run"]] if tp.genotype == "searched" else []
+    with stage_run(stage_name(dataset, cell).split("@")[0], params=to_jsonable(tp), profile=p.profile,
+                   seed=p.seed, repo_root=REPO_ROOT, tracking_uri=p.tracking.tracking_uri,
+                   experiment=p.tracking.experiment, dataset=f"{dataset}:{cell}-cell",
+                   dataset_size=len(train_set), upstream_run_files=upstream, run_file=o["run"],
+                   dvc_stage=stage_name(dataset, cell)) as tracker:
+        tracker.log_dict(genotype.to_dict(), "genotype.json")
+        trainer = Trainer(model, tp.loop, device, tracker)
+        progress = Resumable(stage_name(dataset, cell), {"params": tp, "seed": p.seed,
+                                                         "genotype": genotype.to_dict(), "data": manifest})
+        if (state := progress.load()) is not None:
+            trainer.load_state_dict(state)
+            print(f"resuming {stage_name(dataset, cell)} after epoch {trainer.epoch}")
+        result = trainer.run(train_loader, test_loader, on_checkpoint=progress.saver())
+        summary = {**result.metrics, **size, "profile": p.profile, "cost": result.cost.to_dict()}
+        write_json(o["metrics"], summary)
+        write_json(o["curves"], result.history)
+        save_torch(o["model"], {"model": trainer.model.state_dict(), "genotype": genotype.to_dict(),
+                                "network": net_args, "params": to_jsonable(tp)})
+        tracker.log_summary({**result.metrics, **size})
+        tracker.log_artifact(o["metrics"])
+        example = np.zeros((1, 3, tp.image_size, tp.image_size), dtype=np.float32)
+        tracker.log_model(trainer.model.cpu().eval(), "model", input_example=example)
+        progress.done()
+    print(f"{stage_name(dataset, cell)}: test top-1 error {result.metrics['test/top1_err']:.2f}%")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])
