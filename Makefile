@@ -1,10 +1,12 @@
-# Everything installs from this file: `make test` on a fresh clone needs only python3.11.
+# Everything installs from this file: on a fresh clone, `make repro` and `make test`
+# need only python3.11 (and, for the browser test, Debian's chromium; see .ci/run).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv test test-fast lint bench clean
+.PHONY: venv repro params test test-fast lint bench ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,18 +16,30 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+## The whole study on the default (tiny) profile: data, searches, derivation, training.
+repro: $(STAMP)
+	dvc repro
+
+## Compose params.yaml from conf/: `make params` (tiny), `make params ARGS="profile=paper"`.
+params: $(STAMP)
+	python -m stages.compose $(ARGS)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	python -m pytest
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	python -m pytest -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check pcdarts stages detection tests benchmarks
-	$(BIN)/mypy
+	ruff check pcdarts stages tests benchmarks
+	mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/search_step.py
+	python benchmarks/search_step.py
+
+## The MLflow UI on this repository's tracking store: http://127.0.0.1:5000
+ui: $(STAMP)
+	bash scripts/mlflow_ui.sh
 
 clean:
 	rm -rf $(VENV)

@@ -37,7 +37,9 @@ class Architect:
         self.criterion = criterion
         self.config = config
         self.optimizer = torch.optim.Adam(
-            model.arch_parameters(), lr=config.lr, betas=config.betas,
+            model.arch_parameters(),
+            lr=config.lr,
+            betas=config.betas,
             weight_decay=config.weight_decay,
         )
 
@@ -58,13 +60,17 @@ class Architect:
         arch = self.model.arch_parameters()
         if self.config.second_order:
             if x_train is None or y_train is None or weight_optimizer is None:
-                raise ValueError("second-order arch step needs x_train, y_train and the weight optimizer")
-            loss, grads = self._unrolled_grads(x_arch, y_arch, x_train, y_train, eta, weight_optimizer)
+                raise ValueError(
+                    "second-order arch step needs x_train, y_train and the weight optimizer"
+                )
+            loss, grads = self._unrolled_grads(
+                x_arch, y_arch, x_train, y_train, eta, weight_optimizer
+            )
         else:
             loss = self.criterion(self.model(x_arch), y_arch)
             # Only arch gradients: the weight gradients of this pass would be thrown away.
             grads = list(torch.autograd.grad(loss, arch))
-        for p, g in zip(arch, grads):
+        for p, g in zip(arch, grads, strict=True):
             p.grad = g
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(arch, self.config.grad_clip)
@@ -91,7 +97,7 @@ class Architect:
         train_loss = self.criterion(model(x_train), y_train)
         dtheta = torch.autograd.grad(train_loss, weights)
         with torch.no_grad():
-            for w, g in zip(weights, dtheta):
+            for w, g in zip(weights, dtheta, strict=True):
                 buf = weight_optimizer.state.get(w, {}).get("momentum_buffer")
                 step = g + wd * w
                 if buf is not None:
@@ -104,13 +110,13 @@ class Architect:
         grads = torch.autograd.grad(loss, arch + weights)
         dalpha, vector = list(grads[: len(arch)]), grads[len(arch) :]
         with torch.no_grad():
-            for b, saved in zip(model.buffers(), buffers):
+            for b, saved in zip(model.buffers(), buffers, strict=True):
                 b.copy_(saved)
-            for w, saved in zip(weights, backup):
+            for w, saved in zip(weights, backup, strict=True):
                 w.copy_(saved)
 
         implicit = self._hessian_vector_product(vector, x_train, y_train)
-        return loss, [g - eta * ig for g, ig in zip(dalpha, implicit)]
+        return loss, [g - eta * ig for g, ig in zip(dalpha, implicit, strict=True)]
 
     def _hessian_vector_product(
         self, vector: tuple[Tensor, ...], x: Tensor, y: Tensor
@@ -122,7 +128,7 @@ class Architect:
 
         def shift(scale: float) -> None:
             with torch.no_grad():
-                for w, v in zip(weights, vector):
+                for w, v in zip(weights, vector, strict=True):
                     w.add_(v, alpha=float(scale * r))
 
         shift(1.0)
@@ -130,7 +136,7 @@ class Architect:
         shift(-2.0)
         grads_n = torch.autograd.grad(self.criterion(self.model(x), y), arch)
         shift(1.0)
-        return [(gp - gn) / (2 * r) for gp, gn in zip(grads_p, grads_n)]
+        return [(gp - gn) / (2 * r) for gp, gn in zip(grads_p, grads_n, strict=True)]
 
 
 def _sgd_hyperparams(optimizer: torch.optim.Optimizer) -> tuple[float, float]:

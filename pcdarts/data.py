@@ -700,7 +700,9 @@ def image_dataset(
     if dataset == "imagenet":
         jitter = tuple(color_jitter) if color_jitter else None
         tf = imagenet_transforms(
-            augment, image_size=image_size, color_jitter=jitter,  # type: ignore[arg-type]
+            augment,
+            image_size=image_size,
+            color_jitter=jitter,  # type: ignore[arg-type]
             resize_size=round(image_size * IMAGENET_RESIZE_SIZE / IMAGENET_IMAGE_SIZE),
         )
         return load_imagenet(root, "train" if train else "val", transform=tf)

@@ -68,39 +68,75 @@ GENOTYPES: dict[str, Genotype] = {
     # DARTS (2nd order) CIFAR-10 cell, Liu et al. 2019; for comparison (SPEC §4).
     "darts_v2": Genotype(
         normal=(
-            ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2),
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1),
+            ("skip_connect", 0),
+            ("skip_connect", 0),
+            ("dil_conv_3x3", 2),
         ),
         normal_concat=_CONCAT,
         reduce=(
-            ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0),
+            ("max_pool_3x3", 1),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0),
+            ("skip_connect", 2),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 1),
         ),
         reduce_concat=_CONCAT,
     ),
     # PC-DARTS, searched on CIFAR-10 (SPEC §4, the cell retrained in the paper).
     "pc_darts_cifar": Genotype(
         normal=(
-            ("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
-            ("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("avg_pool_3x3", 0), ("dil_conv_3x3", 1),
+            ("sep_conv_3x3", 1),
+            ("skip_connect", 0),
+            ("sep_conv_3x3", 0),
+            ("dil_conv_3x3", 1),
+            ("sep_conv_5x5", 0),
+            ("sep_conv_3x3", 1),
+            ("avg_pool_3x3", 0),
+            ("dil_conv_3x3", 1),
         ),
         normal_concat=_CONCAT,
         reduce=(
-            ("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
-            ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
+            ("sep_conv_5x5", 1),
+            ("max_pool_3x3", 0),
+            ("sep_conv_5x5", 1),
+            ("sep_conv_5x5", 2),
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 3),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 2),
         ),
         reduce_concat=_CONCAT,
     ),
     # PC-DARTS, searched on ImageNet (SPEC §4).
     "pc_darts_imagenet": Genotype(
         normal=(
-            ("skip_connect", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 0), ("skip_connect", 1),
-            ("sep_conv_3x3", 1), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("dil_conv_5x5", 4),
+            ("skip_connect", 1),
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 0),
+            ("skip_connect", 1),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 3),
+            ("sep_conv_3x3", 1),
+            ("dil_conv_5x5", 4),
         ),
         normal_concat=_CONCAT,
         reduce=(
-            ("sep_conv_3x3", 0), ("skip_connect", 1), ("dil_conv_5x5", 2), ("max_pool_3x3", 1),
-            ("sep_conv_3x3", 2), ("sep_conv_3x3", 1), ("sep_conv_5x5", 0), ("sep_conv_3x3", 3),
+            ("sep_conv_3x3", 0),
+            ("skip_connect", 1),
+            ("dil_conv_5x5", 2),
+            ("max_pool_3x3", 1),
+            ("sep_conv_3x3", 2),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_5x5", 0),
+            ("sep_conv_3x3", 3),
         ),
         reduce_concat=_CONCAT,
     ),
@@ -152,8 +188,9 @@ def _parse_cell(weights: np.ndarray, steps: int) -> list[tuple[str, int]]:
         n_in = node + 2
         w = weights[start : start + n_in]
         ops = [k for k in range(w.shape[1]) if k != none]
+        scores = [max(w[i][k] for k in ops) for i in range(n_in)]
         # Strongest edges first; sorted() is stable, so ties keep the lower input index.
-        edges = sorted(range(n_in), key=lambda i, w=w: -max(w[i][k] for k in ops))[:2]
+        edges = sorted(range(n_in), key=lambda i: -scores[i])[:2]
         for i in edges:
             best = ops[0]
             for k in ops[1:]:
@@ -187,4 +224,4 @@ def derive_genotype(
             a = a * edge_weights(_as_float32(betas)).unsqueeze(1)
         genes.append(_parse_cell(a.numpy(), steps))
     concat = tuple(range(2, 2 + steps))
-    return Genotype(genes[0], concat, genes[1], concat)
+    return Genotype(tuple(genes[0]), concat, tuple(genes[1]), concat)

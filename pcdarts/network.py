@@ -52,8 +52,9 @@ class Cell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for i in range(len(self._ops) // 2):
             node = []
-            for op, index in zip(self._ops[2 * i : 2 * i + 2], self._indices[2 * i : 2 * i + 2]):
-                h = op(states[index])
+            for edge in (2 * i, 2 * i + 1):  # not a ModuleList slice: that builds a module
+                op = self._ops[edge]
+                h = op(states[self._indices[edge]])
                 if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
                     h = drop_path(h, drop_prob)
                 node.append(h)
@@ -177,6 +178,10 @@ def build_network(
 ) -> Network:
     """The final network for ``dataset`` ("cifar10" or "imagenet") from ``genotype``."""
     return Network(
-        genotype, stem=dataset_stem(dataset), channels=C, layers=layers,
-        num_classes=num_classes, auxiliary=auxiliary,
+        genotype,
+        stem=dataset_stem(dataset),
+        channels=C,
+        layers=layers,
+        num_classes=num_classes,
+        auxiliary=auxiliary,
     )

@@ -12,6 +12,7 @@ one activation for backward instead of five.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 
 import torch
 from torch import Tensor, nn
@@ -30,13 +31,19 @@ PRIMITIVES: tuple[str, ...] = (
 
 
 class PreActivated(nn.Module):
-    """An op that starts with a ReLU; ``forward_preactivated`` takes ``relu(x)`` instead."""
+    """An op that starts with a ReLU; ``forward_preactivated`` takes ``relu(x)`` instead.
+
+    Subclasses either hold their layers in ``self.op`` (ReLU first) or override
+    :meth:`first_relu`.
+    """
+
+    op: nn.Sequential
 
     def forward_preactivated(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
     def first_relu(self) -> nn.Module:
-        return self.op[0]  # type: ignore[no-any-return]
+        return self.op[0]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_preactivated(self.first_relu()(x))
@@ -114,7 +121,10 @@ class SepConv(PreActivated):
         )
 
     def forward_preactivated(self, x: Tensor) -> Tensor:
-        return self.op[1:](x)
+        # Not ``self.op[1:](x)``: slicing a Sequential builds a new module on every call.
+        for layer in islice(self.op, 1, None):
+            x = layer(x)
+        return x
 
 
 class FactorizedReduce(PreActivated):
@@ -123,7 +133,9 @@ class FactorizedReduce(PreActivated):
     def __init__(self, c_in: int, c_out: int, affine: bool) -> None:
         super().__init__()
         if c_out % 2:
-            raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}")
+            raise ValueError(
+                f"FactorizedReduce needs an even number of output channels, got {c_out}"
+            )
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)

@@ -35,7 +35,8 @@ def check_finite(loss: Tensor, epoch: int, step: int, what: str) -> None:
 def seed_everything(seed: int) -> None:
     """The one seeding function: Python, NumPy and torch (all devices)."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    # The global NumPy RNG on purpose: third-party transforms draw from it.
+    np.random.seed(seed % 2**32)  # noqa: NPY002
     torch.manual_seed(seed)
 
 
@@ -43,7 +44,7 @@ def rng_state() -> dict[str, Any]:
     """Every RNG the loops draw from, for checkpoints."""
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": np.random.get_state(),  # noqa: NPY002
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -53,21 +54,23 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> this process's CUDA device when there is one, else CPU."""
+    """ "auto" -> this process's CUDA device when there is one, else CPU."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available; use 'cpu' or 'auto'")
+        raise RuntimeError(
+            f"device {name!r} asked for, but CUDA is not available; use 'cpu' or 'auto'"
+        )
     return device
 
 
@@ -94,8 +97,10 @@ class Cost:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "wall_seconds": self.wall_seconds, "device_type": self.device_type,
-            "device_count": self.device_count, "device_name": self.device_name,
+            "wall_seconds": self.wall_seconds,
+            "device_type": self.device_type,
+            "device_count": self.device_count,
+            "device_name": self.device_name,
             "device_days": self.device_days,
             "unit": "GPU-days" if self.device_type == "cuda" else f"{self.device_type}-days",
         }
@@ -133,8 +138,14 @@ def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
 
 def progress(iterable: Iterable[T], desc: str, total: int | None, enabled: bool) -> Any:
     """A tqdm bar that stays quiet when stderr is not a terminal (tqdm's ``disable=None``)."""
-    return tqdm(iterable, desc=desc, total=total, disable=None if enabled else True,
-                leave=False, dynamic_ncols=True)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        disable=None if enabled else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:

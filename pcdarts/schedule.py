@@ -31,7 +31,9 @@ def lr_factor(
     """Factor of epoch e: the schedule, times (e + 1) / warmup during the linear warm-up."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown lr schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
-    base = partial(_cosine if schedule == "cosine" else _linear, epochs=epochs, min_factor=min_factor)
+    base = partial(
+        _cosine if schedule == "cosine" else _linear, epochs=epochs, min_factor=min_factor
+    )
     return partial(_warmed, base=base, warmup_epochs=warmup_epochs)
 
 

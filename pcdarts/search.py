@@ -86,12 +86,19 @@ class Searcher:
         self.show_progress = show_progress
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.SGD(
-            model.weight_parameters(), lr=config.lr, momentum=config.momentum,
+            model.weight_parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lr_factor(config.lr_schedule, config.epochs, config.lr_warmup_epochs, config.lr_min / config.lr),
+            lr_factor(
+                config.lr_schedule,
+                config.epochs,
+                config.lr_warmup_epochs,
+                config.lr_min / config.lr,
+            ),
         )
         self.architect = Architect(model, self._criterion, config.architect)
         self.epoch = 0
@@ -146,8 +153,12 @@ class Searcher:
             last = epoch == self.config.epochs - 1
             if last or (epoch + 1) % self.config.eval_every == 0:
                 arch_eval = evaluate(
-                    self.model, arch_loader, self.device, bf16=self.config.bf16,
-                    channels_last=self.config.channels_last, show_progress=self.show_progress,
+                    self.model,
+                    arch_loader,
+                    self.device,
+                    bf16=self.config.bf16,
+                    channels_last=self.config.channels_last,
+                    show_progress=self.show_progress,
                     desc=f"search {epoch} arch-split eval",
                 )
                 metrics.update({f"arch/{k}": v for k, v in arch_eval.items()})
@@ -155,12 +166,17 @@ class Searcher:
             changed = previous is not None and genotype != previous
             previous = genotype
             record = self._record(epoch, genotype, changed)
-            metrics.update({
-                "search/alpha_entropy": (record["alpha_entropy_normal"] + record["alpha_entropy_reduce"]) / 2,
-                "search/alpha_entropy_normal": record["alpha_entropy_normal"],
-                "search/alpha_entropy_reduce": record["alpha_entropy_reduce"],
-                "search/genotype_changed": float(changed),
-            })
+            metrics.update(
+                {
+                    "search/alpha_entropy": (
+                        record["alpha_entropy_normal"] + record["alpha_entropy_reduce"]
+                    )
+                    / 2,
+                    "search/alpha_entropy_normal": record["alpha_entropy_normal"],
+                    "search/alpha_entropy_reduce": record["alpha_entropy_reduce"],
+                    "search/genotype_changed": float(changed),
+                }
+            )
             record["metrics"] = dict(metrics)
             self.history.append(record)
             self.scheduler.step()
@@ -174,7 +190,9 @@ class Searcher:
         final = {**metrics, **cost.metrics()}
         return SearchResult(self.model.genotype(), self.history, cost, final)
 
-    def _train_epoch(self, epoch: int, weight_loader: DataLoader, arch_loader: DataLoader) -> dict[str, float]:
+    def _train_epoch(
+        self, epoch: int, weight_loader: DataLoader, arch_loader: DataLoader
+    ) -> dict[str, float]:
         self.model.train()
         search_arch = epoch >= self.config.warmup_epochs  # weight-only warm-up (SPEC §5)
         _set_epoch(weight_loader, epoch)
@@ -185,7 +203,9 @@ class Searcher:
         for step, batch in enumerate(bar):
             x, y = to_device(batch, self.device, self.config.channels_last)
             if arch_batches is not None:
-                x_arch, y_arch = to_device(next(arch_batches), self.device, self.config.channels_last)
+                x_arch, y_arch = to_device(
+                    next(arch_batches), self.device, self.config.channels_last
+                )
                 with autocast(self.device, self.config.bf16):
                     arch_loss = self.architect.step(x_arch, y_arch, x, y, lr, self.optimizer)
                 check_finite(arch_loss, epoch, step, "architecture")

@@ -12,9 +12,11 @@ class CifarStem(nn.Sequential):
     """3x3 conv to ``stem_multiplier * C`` channels + BN; s0 = s1 (SPEC §5)."""
 
     def __init__(self, c_out: int, affine: bool = True) -> None:
-        super().__init__(nn.Conv2d(3, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out, affine=affine))
+        super().__init__(
+            nn.Conv2d(3, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out, affine=affine)
+        )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s = super().forward(x)  # (N, 3, H, W) -> (N, C_out, H, W)
         return s, s
 

@@ -49,25 +49,33 @@ class MixedOp(nn.Module):
         self.mp = nn.MaxPool2d(2, 2)
         # 'none' adds exact zeros and takes no gradient: skipping it changes no value.
         self._active = [i for i, p in enumerate(PRIMITIVES) if p != "none"]
-        self._preact = [isinstance(op, PreActivated) for op in self._ops]
+        self._any_preact = any(isinstance(op, PreActivated) for op in self._ops)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """x: (N, C, H, W), weights: (8,) softmaxed alphas -> (N, C, H/s, W/s)."""
-        c_part = x.shape[1] // self.k
-        x_in, x_bypass = x[:, :c_part], x[:, c_part:]
-        x_relu = torch.relu(x_in) if any(self._preact) else x_in  # one ReLU for all ops
+        n, c = x.shape[:2]
+        c_part = c // self.k
+        # split/unbind rather than indexing: their backward is one cat/stack instead of a
+        # zero-filled full-size gradient per slice that then has to be summed.
+        x_in, x_bypass = x.split([c_part, c - c_part], dim=1)
+        w = weights.unbind(0)
+        x_relu = torch.relu(x_in) if self._any_preact else x_in  # one ReLU for all ops
         out: Tensor | None = None
         for i in self._active:
             op = self._ops[i]
-            y = op.forward_preactivated(x_relu) if self._preact[i] else op(x_in)
-            term = weights[i] * y
+            y = op.forward_preactivated(x_relu) if isinstance(op, PreActivated) else op(x_in)
+            term = w[i] * y
             out = term if out is None else out + term
         assert out is not None
         if self.k == 1:
             return out
         if self.stride > 1:
             x_bypass = self.mp(x_bypass)
-        return channel_shuffle(torch.cat([out, x_bypass], dim=1), self.k)
+        # channel_shuffle(cat([out, x_bypass]), k) in one copy: output channel j*k + g is
+        # channel j of group g, group 0 being ``out`` and groups 1.. the bypassed channels.
+        h, w_ = out.shape[2:]
+        bypass = x_bypass.view(n, self.k - 1, c_part, h, w_).transpose(1, 2)
+        return torch.cat([out.unsqueeze(2), bypass], dim=2).view(n, c, h, w_)
 
 
 class SearchCell(nn.Module):
@@ -100,13 +108,16 @@ class SearchCell(nn.Module):
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None) -> Tensor:
         """weights: (E, 8) softmaxed alphas; weights2: (E,) edge weights or None (EN off)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        # unbind once per cell: its backward is one stack, not a zero-filled (E, 8) per edge
+        w_ops = weights.unbind(0)
+        w_edges = weights2.unbind(0) if weights2 is not None else None
         offset = 0
         for _ in range(self.steps):
             node: Tensor | None = None
             for j, h in enumerate(states):
-                y = self._ops[offset + j](h, weights[offset + j])
-                if weights2 is not None:
-                    y = weights2[offset + j] * y
+                y = self._ops[offset + j](h, w_ops[offset + j])
+                if w_edges is not None:
+                    y = w_edges[offset + j] * y
                 node = y if node is None else node + y
             assert node is not None
             offset += len(states)
@@ -139,6 +150,7 @@ class Supernet(nn.Module):
         self.stem, c_stem, reduction_prev = build_stem(stem, channels, stem_multiplier, affine=True)
         c_prev_prev, c_prev, c_curr = c_stem, c_stem, channels
         self.cells = nn.ModuleList()
+        self._reductions: list[bool] = []
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
@@ -146,6 +158,7 @@ class Supernet(nn.Module):
             self.cells.append(
                 SearchCell(steps, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, k)
             )
+            self._reductions.append(reduction)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, steps * c_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -181,10 +194,13 @@ class Supernet(nn.Module):
         }
         weights2: dict[bool, Tensor | None] = {False: None, True: None}
         if self.edge_norm:
-            weights2 = {False: edge_weights(self.betas_normal), True: edge_weights(self.betas_reduce)}
+            weights2 = {
+                False: edge_weights(self.betas_normal),
+                True: edge_weights(self.betas_reduce),
+            }
         s0, s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights[cell.reduction], weights2[cell.reduction])
+        for cell, reduction in zip(self.cells, self._reductions, strict=True):
+            s0, s1 = s1, cell(s0, s1, weights[reduction], weights2[reduction])
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
@@ -205,8 +221,12 @@ def build_supernet(
 ) -> Supernet:
     """The search network for ``dataset`` ("cifar10": 3x3 stem; "imagenet": 3 stride-2 convs)."""
     return Supernet(
-        stem=dataset_stem(dataset), channels=C, layers=layers, num_classes=num_classes,
-        k=k, edge_norm=edge_norm,
+        stem=dataset_stem(dataset),
+        channels=C,
+        layers=layers,
+        num_classes=num_classes,
+        k=k,
+        edge_norm=edge_norm,
     )
 
 

@@ -82,7 +82,9 @@ class Trainer:
         self.eval_prefix = eval_prefix
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum,
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -131,8 +133,12 @@ class Trainer:
             metrics = self._train_epoch(epoch, train_loader)
             if epoch == self.config.epochs - 1 or (epoch + 1) % self.config.eval_every == 0:
                 result = evaluate(
-                    self.model, eval_loader, self.device, bf16=self.config.bf16,
-                    channels_last=self.config.channels_last, show_progress=self.show_progress,
+                    self.model,
+                    eval_loader,
+                    self.device,
+                    bf16=self.config.bf16,
+                    channels_last=self.config.channels_last,
+                    show_progress=self.show_progress,
                     desc=f"train {epoch} eval",
                 )
                 metrics.update({f"{self.eval_prefix}/{k}": v for k, v in result.items()})
@@ -166,8 +172,11 @@ class Trainer:
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_avg.mean:.3f}", top1_err=f"{top1.mean:.1f}")
         return {
-            "train/loss": loss_avg.mean, "train/top1_err": top1.mean, "train/top5_err": top5.mean,
-            "lr": lr, "train/drop_path_prob": self.model.drop_path_prob,
+            "train/loss": loss_avg.mean,
+            "train/top1_err": top1.mean,
+            "train/top5_err": top5.mean,
+            "lr": lr,
+            "train/drop_path_prob": self.model.drop_path_prob,
         }
 
     def _step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

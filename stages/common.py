@@ -57,7 +57,10 @@ def write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path, produced_by: str) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: it is written by the {produced_by!r} stage (dvc repro {produced_by})")
+        raise FileNotFoundError(
+            f"{path} is missing: it is written by the {produced_by!r} stage "
+            f"(dvc repro {produced_by})"
+        )
     return json.loads(path.read_text())
 
 
@@ -97,5 +100,7 @@ class Resumable:
 
 def configure_threads() -> None:
     """Use the cores this process may run on (DVC may start stages under a CPU mask)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     torch.set_num_threads(max(1, cores))

@@ -77,12 +77,16 @@ class NetworkParams:
 
 @dataclass
 class TrainParams:
-    genotype: str = "searched"  # "searched" (this pipeline's) or a registry name, e.g. pc_darts_cifar
+    genotype: str = (
+        "searched"  # "searched" (this pipeline's) or a registry name, e.g. pc_darts_cifar
+    )
     network: NetworkParams = field(default_factory=NetworkParams)
     batch_size: int = 96  # SPEC §6: 96 CIFAR-10 (code; paper 128), 1024 ImageNet
     image_size: int = 32  # SPEC §6: 32 CIFAR-10, 224 ImageNet
     cutout_length: int = 16  # SPEC §6, CIFAR-10 only (0 = off)
-    color_jitter: list[float] = field(default_factory=list)  # ImageNet: (0.4, 0.4, 0.4, 0.2); [] = off
+    color_jitter: list[float] = field(
+        default_factory=list
+    )  # ImageNet: (0.4, 0.4, 0.4, 0.2); [] = off
     loop: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -125,7 +129,9 @@ def validate(raw: dict[str, Any], source: str = "params") -> Params:
         params = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
-        raise ParamsError(f"{source}: invalid key {key!r}: {e.msg if hasattr(e, 'msg') else e}") from None
+        raise ParamsError(
+            f"{source}: invalid key {key!r}: {e.msg if hasattr(e, 'msg') else e}"
+        ) from None
     assert isinstance(params, Params)
     _check_choices(params, source)
     return params
@@ -143,7 +149,9 @@ def _writable(node: Any) -> None:
 
 def _check_choices(p: Params, source: str) -> None:
     if p.data.source not in ("embedded", "real"):
-        raise ParamsError(f"{source}: data.source must be 'embedded' or 'real', got {p.data.source!r}")
+        raise ParamsError(
+            f"{source}: data.source must be 'embedded' or 'real', got {p.data.source!r}"
+        )
     for name in ("train_cifar10", "train_imagenet"):
         jitter = getattr(p, name).color_jitter
         if jitter and len(jitter) != 4:

@@ -27,7 +27,11 @@ CIFAR_CLASSES, IMAGENET_CLASSES = 10, 1000  # the paper's datasets, whatever the
 
 def outs(dataset: str) -> dict[str, Path]:
     d = Path("outputs/derive") / dataset
-    return {"normal": d / "normal.png", "reduction": d / "reduction.png", "counts": d / "counts.json"}
+    return {
+        "normal": d / "normal.png",
+        "reduction": d / "reduction.png",
+        "counts": d / "counts.json",
+    }
 
 
 def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
@@ -36,8 +40,9 @@ def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
         ("cifar10", dp.cifar_network, CIFAR_IMAGE_SIZE, CIFAR_CLASSES),
         ("imagenet", dp.imagenet_network, IMAGENET_IMAGE_SIZE, IMAGENET_CLASSES),
     ):
-        model = build_network(genotype, name, C=net.C, layers=net.layers, num_classes=classes,
-                              auxiliary=net.auxiliary)
+        model = build_network(
+            genotype, name, C=net.C, layers=net.layers, num_classes=classes, auxiliary=net.auxiliary
+        )
         counts[f"{name}/params_m"] = count_params(model)
         counts[f"{name}/macs_m"] = count_macs(model, size, "paper")
         counts[f"{name}/macs_conv_linear_m"] = count_macs(model, size, "conv_linear")
@@ -48,15 +53,29 @@ def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
 
 def main(dataset: str) -> None:
     p = load_params()
-    genotype = Genotype.from_dict(read_json(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}"))
+    genotype = Genotype.from_dict(
+        read_json(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}")
+    )
     o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
     paths = save_cell_diagrams(genotype, o["normal"].parent)
     assert {paths["normal"], paths["reduction"]} == {o["normal"], o["reduction"]}
     counts = paper_scale_counts(genotype, p.derive)
-    write_json(o["counts"], {**counts, "genotype": genotype.to_dict(),
-                             "conventions": {"macs_m": "conv + linear + 2/BN output + 1/ReLU output (the paper's)",
-                                             "macs_conv_linear_m": "conv + linear only"}})
-    flag = "OVER the mobile budget" if counts["imagenet/over_mobile_budget"] else "within the mobile budget"
+    write_json(
+        o["counts"],
+        {
+            **counts,
+            "genotype": genotype.to_dict(),
+            "conventions": {
+                "macs_m": "conv + linear + 2/BN output + 1/ReLU output (the paper's)",
+                "macs_conv_linear_m": "conv + linear only",
+            },
+        },
+    )
+    flag = (
+        "OVER the mobile budget"
+        if counts["imagenet/over_mobile_budget"]
+        else "within the mobile budget"
+    )
     print(f"derive@{dataset}: ImageNet network {counts['imagenet/macs_m']:.0f} M mult-adds, {flag}")
 
 

@@ -131,8 +131,12 @@ def _corners(centre: np.ndarray, angle: float, half_w: float, half_h: float) -> 
     """(4, 2) corners of a rectangle rotated by angle (radians) about its centre."""
     u = np.array([math.cos(angle), math.sin(angle)])
     v = np.array([-u[1], u[0]])
-    return np.array([centre + sx * half_w * u + sy * half_h * v
-                     for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
+    return np.array(
+        [
+            centre + sx * half_w * u + sy * half_h * v
+            for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        ]
+    )
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
@@ -247,30 +251,59 @@ def draw_cell(gene: Sequence[tuple[str, int]], concat: Sequence[int], title: str
     boxes = []
     for state, (x, y) in enumerate(pos):
         box = FancyBboxPatch(
-            (x - NODE_HALF_W, y - NODE_HALF_H), 2 * NODE_HALF_W, 2 * NODE_HALF_H,
-            boxstyle="round,pad=0,rounding_size=0.12", facecolor=_node_colour(state, steps),
-            edgecolor="black", linewidth=1.2, zorder=3,
+            (x - NODE_HALF_W, y - NODE_HALF_H),
+            2 * NODE_HALF_W,
+            2 * NODE_HALF_H,
+            boxstyle="round,pad=0,rounding_size=0.12",
+            facecolor=_node_colour(state, steps),
+            edgecolor="black",
+            linewidth=1.2,
+            zorder=3,
         )
         ax.add_patch(box)
-        ax.text(x, y, _node_text(state, steps), fontsize=NODE_FONT, ha="center",
-                va="center", zorder=4)
+        ax.text(
+            x, y, _node_text(state, steps), fontsize=NODE_FONT, ha="center", va="center", zorder=4
+        )
         boxes.append(box)
 
     for e in edges:
-        ax.add_patch(FancyArrowPatch(
-            tuple(pos[e.src]), tuple(pos[e.dst]), connectionstyle=f"arc3,rad={e.rad}",
-            arrowstyle="-|>", mutation_scale=16, shrinkA=1, shrinkB=1,
-            patchA=boxes[e.src], patchB=boxes[e.dst], linewidth=1.3, zorder=2,
-            color=EDGE_COLOUR if e.label else OUTPUT_EDGE_COLOUR,
-        ))
+        ax.add_patch(
+            FancyArrowPatch(
+                tuple(pos[e.src]),
+                tuple(pos[e.dst]),
+                connectionstyle=f"arc3,rad={e.rad}",
+                arrowstyle="-|>",
+                mutation_scale=16,
+                shrinkA=1,
+                shrinkB=1,
+                patchA=boxes[e.src],
+                patchB=boxes[e.dst],
+                linewidth=1.3,
+                zorder=2,
+                color=EDGE_COLOUR if e.label else OUTPUT_EDGE_COLOUR,
+            )
+        )
 
     labelled = [e for e in edges if e.label]
     pad = LABEL_PAD * px_per_unit * 72 / DPI / LABEL_FONT  # bbox pad is in font sizes
     for e, (centre, angle) in zip(labelled, _place_labels(edges, pos, sizes), strict=True):
-        ax.text(centre[0], centre[1], e.label, fontsize=LABEL_FONT, rotation=angle,
-                rotation_mode="anchor", ha="center", va="center", zorder=5,
-                bbox={"boxstyle": f"round,pad={pad:.3f}",
-                      "facecolor": "white", "edgecolor": "none", "alpha": 0.9})
+        ax.text(
+            centre[0],
+            centre[1],
+            e.label,
+            fontsize=LABEL_FONT,
+            rotation=angle,
+            rotation_mode="anchor",
+            ha="center",
+            va="center",
+            zorder=5,
+            bbox={
+                "boxstyle": f"round,pad={pad:.3f}",
+                "facecolor": "white",
+                "edgecolor": "none",
+                "alpha": 0.9,
+            },
+        )
     return fig
 
 
@@ -311,8 +344,11 @@ def save_cell_diagrams(genotype: Genotype, out_dir: Path, prefix: str = "") -> d
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--genotype", required=True,
-                        help="a registered genotype name, or a JSON file of Genotype.to_dict()")
+    parser.add_argument(
+        "--genotype",
+        required=True,
+        help="a registered genotype name, or a JSON file of Genotype.to_dict()",
+    )
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--prefix", default="")
     args = parser.parse_args(argv)

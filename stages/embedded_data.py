@@ -29,7 +29,16 @@ from sklearn.datasets import load_digits
 from pcdarts.data import CIFAR10_FOLDER, CIFAR10_META, CIFAR10_TEST_BATCH, CIFAR10_TRAIN_BATCHES
 
 CLASS_NAMES: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
 )
 # ImageNet-style synset ids: "n" + 8 digits, as the real wnids (n01440764, ...).
 WNIDS: tuple[str, ...] = tuple(f"n{d:08d}" for d in range(len(CLASS_NAMES)))
@@ -289,16 +298,26 @@ def _write_coco(
             file_name = f"{image_id:0{COCO_FILE_DIGITS}d}.jpg"
             _save_jpeg(canvas, root / split / file_name)
             coco_images.append(
-                {"id": image_id, "file_name": file_name,
-                 "width": canvas_size, "height": canvas_size}
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": canvas_size,
+                    "height": canvas_size,
+                }
             )
             for digit, (x, y, w, h) in instances:
-                annotations.append({
-                    "id": ann_id, "image_id": image_id, "category_id": int(labels[digit]) + 1,
-                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
-                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],  # the box
-                    "digit_index": digit,  # provenance; COCO readers ignore extra keys
-                })
+                annotations.append(
+                    {
+                        "id": ann_id,
+                        "image_id": image_id,
+                        "category_id": int(labels[digit]) + 1,
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                        "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],  # the box
+                        "digit_index": digit,  # provenance; COCO readers ignore extra keys
+                    }
+                )
                 used[split].add(digit)
                 ann_id += 1
         doc = {
@@ -310,13 +329,15 @@ def _write_coco(
         }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
     summary = _summary("coco", seed, test_fraction, train, test)
-    summary.update({
-        "canvas_size": canvas_size,
-        "images": dict(counts),
-        "train_digits_used": sorted(used["train2017"]),
-        "test_digits_used": sorted(used["val2017"]),
-        "annotations": ann_id - 1,
-    })
+    summary.update(
+        {
+            "canvas_size": canvas_size,
+            "images": dict(counts),
+            "train_digits_used": sorted(used["train2017"]),
+            "test_digits_used": sorted(used["val2017"]),
+            "annotations": ann_id - 1,
+        }
+    )
     return summary
 
 
@@ -340,10 +361,13 @@ def write_digits_coco(
     """
     with atomic_dir(Path(root)) as tmp:
         summary = _write_coco(
-            tmp, canvas_size=canvas_size,
+            tmp,
+            canvas_size=canvas_size,
             counts={"train2017": images_train, "val2017": images_val},
-            digits_per_image=digits_per_image, scale_range=scale_range,
-            seed=seed, test_fraction=test_fraction,
+            digits_per_image=digits_per_image,
+            scale_range=scale_range,
+            seed=seed,
+            test_fraction=test_fraction,
         )
     return {"path": str(root), **summary}
 
@@ -383,10 +407,13 @@ def write_all(
             "cifar10": _write_cifar10(tmp / "cifar10", seed, test_fraction),
             "imagenet": _write_imagenet(tmp / "imagenet", imagenet_size, seed, test_fraction),
             "coco": _write_coco(
-                tmp / "coco", canvas_size=coco_canvas_size,
+                tmp / "coco",
+                canvas_size=coco_canvas_size,
                 counts={"train2017": coco_images_train, "val2017": coco_images_val},
-                digits_per_image=COCO_DIGITS_PER_IMAGE, scale_range=COCO_SCALE_RANGE,
-                seed=seed, test_fraction=test_fraction,
+                digits_per_image=COCO_DIGITS_PER_IMAGE,
+                scale_range=COCO_SCALE_RANGE,
+                seed=seed,
+                test_fraction=test_fraction,
             ),
         }
     return {name: {"path": str(root / name), **s} for name, s in summaries.items()}

@@ -28,16 +28,25 @@ from stages.config import REPO_ROOT, Params, load_params
 from stages.embedded_data import write_all
 
 OUT = Path("data/prepared")
-PARAMS = ["seed", "profile", "data", "search.cifar10.arch_fraction",
-          "search.imagenet.weight_fraction", "search.imagenet.arch_fraction_per_class"]
+PARAMS = [
+    "seed",
+    "profile",
+    "data",
+    "search.cifar10.arch_fraction",
+    "search.imagenet.weight_fraction",
+    "search.imagenet.arch_fraction_per_class",
+]
 OUTS = [str(OUT)]
 
 
 def dataset_roots(p: Params, out: Path) -> dict[str, Path]:
     if p.data.source == "embedded":
         return {name: out / "digits" / name for name in ("cifar10", "imagenet", "coco")}
-    return {"cifar10": Path(p.data.cifar10_root), "imagenet": Path(p.data.imagenet_root),
-            "coco": Path(p.data.coco_root)}
+    return {
+        "cifar10": Path(p.data.cifar10_root),
+        "imagenet": Path(p.data.imagenet_root),
+        "coco": Path(p.data.coco_root),
+    }
 
 
 def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
@@ -45,9 +54,15 @@ def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
     roots = dataset_roots(p, out)
     if p.data.source == "embedded":
         e = p.data.embedded
-        write_all(out / "digits", seed=p.seed, test_fraction=e.test_fraction,
-                  imagenet_size=e.imagenet_size, coco_canvas_size=e.coco_canvas_size,
-                  coco_images_train=e.coco_images_train, coco_images_val=e.coco_images_val)
+        write_all(
+            out / "digits",
+            seed=p.seed,
+            test_fraction=e.test_fraction,
+            imagenet_size=e.imagenet_size,
+            coco_canvas_size=e.coco_canvas_size,
+            coco_images_train=e.coco_images_train,
+            coco_images_val=e.coco_images_val,
+        )
     elif p.data.download_cifar10:
         import torchvision  # noqa: PLC0415 - only when the user allowed a download
 
@@ -61,10 +76,16 @@ def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
     n_cifar = len(load_cifar10(roots["cifar10"], train=True))
     w, a = split_weight_arch(n_cifar, s.cifar10.arch_fraction, seed=p.seed)
     (out / "splits").mkdir(parents=True, exist_ok=True)
-    (out / "splits" / "cifar10.json").write_text(indices_to_json(w, a, {"dataset": "cifar10", "seed": p.seed}))
+    (out / "splits" / "cifar10.json").write_text(
+        indices_to_json(w, a, {"dataset": "cifar10", "seed": p.seed})
+    )
     targets = load_imagenet(roots["imagenet"], "train").targets
-    w, a = split_per_class(targets, s.imagenet.weight_fraction, s.imagenet.arch_fraction_per_class, seed=p.seed)
-    (out / "splits" / "imagenet.json").write_text(indices_to_json(w, a, {"dataset": "imagenet", "seed": p.seed}))
+    w, a = split_per_class(
+        targets, s.imagenet.weight_fraction, s.imagenet.arch_fraction_per_class, seed=p.seed
+    )
+    (out / "splits" / "imagenet.json").write_text(
+        indices_to_json(w, a, {"dataset": "imagenet", "seed": p.seed})
+    )
     return {
         "profile": p.profile,
         "source": p.data.source,

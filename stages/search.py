@@ -33,9 +33,14 @@ PARAMS = ["seed", "profile", "device", "data.num_workers", "search.{dataset}", "
 
 def outs(dataset: str) -> dict[str, Path]:
     d = Path("outputs/search") / dataset
-    return {"genotype": d / "genotype.json", "history": d / "history.json",
-            "supernet": d / "supernet.pt", "metrics": d / "metrics.json",
-            "curves": d / "curves.json", "run": d / "mlflow_run.json"}
+    return {
+        "genotype": d / "genotype.json",
+        "history": d / "history.json",
+        "supernet": d / "supernet.pt",
+        "metrics": d / "metrics.json",
+        "curves": d / "curves.json",
+        "run": d / "mlflow_run.json",
+    }
 
 
 def main(dataset: str) -> None:
@@ -54,14 +59,29 @@ def main(dataset: str) -> None:
     weight_loader = make_loader(train_set, weight_idx, seed=p.seed, **loader_args)
     arch_loader = make_loader(train_set, arch_idx, seed=p.seed + 1, **loader_args)
     n_classes = len(manifest["datasets"][dataset]["classes"])
-    model = build_supernet(dataset, C=sp.network.C, layers=sp.network.layers,
-                           num_classes=n_classes, k=sp.network.k, edge_norm=sp.network.edge_norm)
+    model = build_supernet(
+        dataset,
+        C=sp.network.C,
+        layers=sp.network.layers,
+        num_classes=n_classes,
+        k=sp.network.k,
+        edge_norm=sp.network.edge_norm,
+    )
     o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
-    with stage_run("search", params=to_jsonable(sp), profile=p.profile, seed=p.seed, repo_root=REPO_ROOT,
-                   tracking_uri=p.tracking.tracking_uri, experiment=p.tracking.experiment,
-                   dataset=dataset, dataset_size=len(weight_idx) + len(arch_idx),
-                   upstream_run_files=[], run_file=o["run"],
-                   dvc_stage=f"search@{dataset}") as tracker:
+    with stage_run(
+        "search",
+        params=to_jsonable(sp),
+        profile=p.profile,
+        seed=p.seed,
+        repo_root=REPO_ROOT,
+        tracking_uri=p.tracking.tracking_uri,
+        experiment=p.tracking.experiment,
+        dataset=dataset,
+        dataset_size=len(weight_idx) + len(arch_idx),
+        upstream_run_files=[],
+        run_file=o["run"],
+        dvc_stage=f"search@{dataset}",
+    ) as tracker:
         searcher = Searcher(model, sp.loop, device, tracker)
         progress = Resumable(f"search-{dataset}", {"params": sp, "seed": p.seed, "data": manifest})
         if (state := progress.load()) is not None:
@@ -73,8 +93,14 @@ def main(dataset: str) -> None:
         write_json(o["history"], result.history)
         write_json(o["curves"], [{"epoch": h["epoch"], **h["metrics"]} for h in result.history])
         write_json(o["metrics"], summary)
-        save_torch(o["supernet"], {"model": searcher.model.state_dict(),
-                                   "genotype": result.genotype.to_dict(), "params": to_jsonable(sp)})
+        save_torch(
+            o["supernet"],
+            {
+                "model": searcher.model.state_dict(),
+                "genotype": result.genotype.to_dict(),
+                "params": to_jsonable(sp),
+            },
+        )
         tracker.log_summary(result.metrics)
         for key in ("genotype", "history", "metrics"):
             tracker.log_artifact(o[key])

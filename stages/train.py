@@ -40,14 +40,24 @@ def stage_name(dataset: str, cell: str) -> str:
 
 
 def outs(dataset: str, cell: str) -> dict[str, Path]:
-    d = Path("outputs/train_cifar10") if dataset == "cifar10" else Path("outputs/train_imagenet") / cell
-    return {"model": d / "model.pt", "metrics": d / "metrics.json", "curves": d / "curves.json",
-            "run": d / "mlflow_run.json"}
+    d = (
+        Path("outputs/train_cifar10")
+        if dataset == "cifar10"
+        else Path("outputs/train_imagenet") / cell
+    )
+    return {
+        "model": d / "model.pt",
+        "metrics": d / "metrics.json",
+        "curves": d / "curves.json",
+        "run": d / "mlflow_run.json",
+    }
 
 
 def genotype_for(tp: TrainParams, cell: str) -> Genotype:
     if tp.genotype == "searched":
-        return Genotype.from_dict(read_json(REPO_ROOT / search_outs(cell)["genotype"], f"search@{cell}"))
+        return Genotype.from_dict(
+            read_json(REPO_ROOT / search_outs(cell)["genotype"], f"search@{cell}")
+        )
     return get_genotype(tp.genotype)
 
 
@@ -59,32 +69,56 @@ def main(dataset: str, cell: str) -> None:
     device = resolve_device(p.device)
     manifest = read_json(REPO_ROOT / MANIFEST, "prepare")
     root = REPO_ROOT / manifest["datasets"][dataset]["root"]
-    kw = {"image_size": tp.image_size, "cutout_length": tp.cutout_length, "color_jitter": tp.color_jitter}
+    kw = {
+        "image_size": tp.image_size,
+        "cutout_length": tp.cutout_length,
+        "color_jitter": tp.color_jitter,
+    }
     train_set = image_dataset(dataset, root, train=True, augment=True, **kw)
     test_set = image_dataset(dataset, root, train=False, augment=False, **kw)
-    train_loader = make_loader(train_set, None, tp.batch_size, shuffle=True, seed=p.seed,
-                               num_workers=p.data.num_workers)
-    test_loader = make_loader(test_set, None, tp.batch_size, shuffle=False, seed=p.seed,
-                              num_workers=p.data.num_workers)
+    train_loader = make_loader(
+        train_set, None, tp.batch_size, shuffle=True, seed=p.seed, num_workers=p.data.num_workers
+    )
+    test_loader = make_loader(
+        test_set, None, tp.batch_size, shuffle=False, seed=p.seed, num_workers=p.data.num_workers
+    )
     genotype = genotype_for(tp, cell)
     n_classes = len(manifest["datasets"][dataset]["classes"])
-    net_args = {"dataset": dataset, "C": tp.network.C, "layers": tp.network.layers,
-                "num_classes": n_classes, "auxiliary": tp.network.auxiliary}
+    net_args = {
+        "dataset": dataset,
+        "C": tp.network.C,
+        "layers": tp.network.layers,
+        "num_classes": n_classes,
+        "auxiliary": tp.network.auxiliary,
+    }
     model = build_network(genotype, **net_args)
-    size = {"model/params_m": count_params(model),
-            "model/macs_m": count_macs(model, tp.image_size),
-            "model/macs_conv_linear_m": count_macs(model, tp.image_size, "conv_linear")}
+    size = {
+        "model/params_m": count_params(model),
+        "model/macs_m": count_macs(model, tp.image_size),
+        "model/macs_conv_linear_m": count_macs(model, tp.image_size, "conv_linear"),
+    }
     o = {k: REPO_ROOT / v for k, v in outs(dataset, cell).items()}
     upstream = [REPO_ROOT / search_outs(cell)["run"]] if tp.genotype == "searched" else []
-    with stage_run(stage_name(dataset, cell).split("@")[0], params=to_jsonable(tp), profile=p.profile,
-                   seed=p.seed, repo_root=REPO_ROOT, tracking_uri=p.tracking.tracking_uri,
-                   experiment=p.tracking.experiment, dataset=f"{dataset}:{cell}-cell",
-                   dataset_size=len(train_set), upstream_run_files=upstream, run_file=o["run"],
-                   dvc_stage=stage_name(dataset, cell)) as tracker:
+    with stage_run(
+        stage_name(dataset, cell).split("@")[0],
+        params=to_jsonable(tp),
+        profile=p.profile,
+        seed=p.seed,
+        repo_root=REPO_ROOT,
+        tracking_uri=p.tracking.tracking_uri,
+        experiment=p.tracking.experiment,
+        dataset=f"{dataset}:{cell}-cell",
+        dataset_size=len(train_set),
+        upstream_run_files=upstream,
+        run_file=o["run"],
+        dvc_stage=stage_name(dataset, cell),
+    ) as tracker:
         tracker.log_dict(genotype.to_dict(), "genotype.json")
         trainer = Trainer(model, tp.loop, device, tracker)
-        progress = Resumable(stage_name(dataset, cell), {"params": tp, "seed": p.seed,
-                                                         "genotype": genotype.to_dict(), "data": manifest})
+        progress = Resumable(
+            stage_name(dataset, cell),
+            {"params": tp, "seed": p.seed, "genotype": genotype.to_dict(), "data": manifest},
+        )
         if (state := progress.load()) is not None:
             trainer.load_state_dict(state)
             print(f"resuming {stage_name(dataset, cell)} after epoch {trainer.epoch}")
@@ -92,8 +126,15 @@ def main(dataset: str, cell: str) -> None:
         summary = {**result.metrics, **size, "profile": p.profile, "cost": result.cost.to_dict()}
         write_json(o["metrics"], summary)
         write_json(o["curves"], result.history)
-        save_torch(o["model"], {"model": trainer.model.state_dict(), "genotype": genotype.to_dict(),
-                                "network": net_args, "params": to_jsonable(tp)})
+        save_torch(
+            o["model"],
+            {
+                "model": trainer.model.state_dict(),
+                "genotype": genotype.to_dict(),
+                "network": net_args,
+                "params": to_jsonable(tp),
+            },
+        )
         tracker.log_summary({**result.metrics, **size})
         tracker.log_artifact(o["metrics"])
         example = np.zeros((1, 3, tp.image_size, tp.image_size), dtype=np.float32)

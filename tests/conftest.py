@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-REFERENCE_CASES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcdarts_reference_cases.pt"
+REFERENCE_CASES = (
+    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcdarts_reference_cases.pt"
+)
 
 # Tiny tensors gain nothing from threads, and OpenMP spin-waits make 2 threads on a
 # shared 2-core machine up to 100x slower: tests run single-threaded.
@@ -19,7 +21,9 @@ torch.set_num_threads(1)
 def reference() -> dict[str, Any]:
     """Inputs and outputs recorded from the reference PC-DARTS code (shared/fixtures)."""
     if not REFERENCE_CASES.exists():
-        pytest.skip(f"reference cases not found at {REFERENCE_CASES} (they live beside the repo in shared/)")
+        pytest.skip(
+            f"reference cases not found at {REFERENCE_CASES} (they live beside the repo in shared/)"
+        )
     return torch.load(REFERENCE_CASES)
 
 

@@ -33,7 +33,10 @@ from stages.embedded_data import (
 
 NUM_DIGITS = 1797  # sklearn load_digits
 SMALL_COCO: dict[str, Any] = {
-    "images_train": 12, "images_val": 6, "canvas_size": 64, "scale_range": (12, 24),
+    "images_train": 12,
+    "images_val": 6,
+    "canvas_size": 64,
+    "scale_range": (12, 24),
 }
 
 
@@ -41,8 +44,12 @@ SMALL_COCO: dict[str, Any] = {
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     root = tmp_path_factory.mktemp("embedded") / "data"
     summary = write_all(
-        root, seed=0, imagenet_size=16,
-        coco_canvas_size=64, coco_images_train=12, coco_images_val=6,
+        root,
+        seed=0,
+        imagenet_size=16,
+        coco_canvas_size=64,
+        coco_images_train=12,
+        coco_images_val=6,
     )
     return root, summary
 

@@ -49,15 +49,26 @@ def test_warmup_gating_and_metrics() -> None:
     searcher = Searcher(model, replace(TINY_SEARCH, epochs=2), CPU, tracker, show_progress=False)
     snapshots = []
     result = searcher.run(
-        _loader(16, 1), _loader(16, 2),
-        on_checkpoint=lambda s: snapshots.append([v.clone() for k, v in s["model"].items() if "alphas" in k or "betas" in k]),
+        _loader(16, 1),
+        _loader(16, 2),
+        on_checkpoint=lambda s: snapshots.append(
+            [v.clone() for k, v in s["model"].items() if "alphas" in k or "betas" in k]
+        ),
     )
     # epoch 0 is warm-up: arch untouched; epoch 1 searches: every arch tensor moved
     assert all(torch.equal(a, b) for a, b in zip(alphas0, snapshots[0], strict=True))
     assert all(not torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[1], strict=True))
     names = tracker.metric_names()
-    for name in ("train/loss", "train/top1_err", "arch/loss", "arch/top1_err", "search/alpha_entropy",
-                 "search/genotype_changed", "lr", "arch/step_loss"):
+    for name in (
+        "train/loss",
+        "train/top1_err",
+        "arch/loss",
+        "arch/top1_err",
+        "search/alpha_entropy",
+        "search/genotype_changed",
+        "lr",
+        "arch/step_loss",
+    ):
         assert name in names, name
     assert [step for step, _ in tracker.metrics] == [0, 1]
     assert {name for _, name, _ in tracker.records} == {"search/epoch"}
@@ -96,7 +107,9 @@ def test_search_resume_is_exact() -> None:
     result_resumed = resumed.run(_loader(16, 1), _loader(16, 2))
 
     assert result_resumed.genotype == result_full.genotype
-    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert [h["metrics"]["train/loss"] for h in result_resumed.history] == [
         h["metrics"]["train/loss"] for h in result_full.history
@@ -116,12 +129,14 @@ def test_nan_guard_names_epoch_and_step() -> None:
 
 
 def test_topk_errors_on_hand_made_batch() -> None:
-    logits = torch.tensor([
-        [0.9, 0.1, 0.0, 0.0, 0.0, 0.0],  # target 0: top-1 right
-        [0.1, 0.9, 0.8, 0.0, 0.0, 0.0],  # target 2: top-1 wrong, top-5 right
-        [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],  # target 5: wrong in both (6th)
-        [0.0, 0.0, 0.0, 0.2, 0.9, 0.1],  # target 4: right
-    ])
+    logits = torch.tensor(
+        [
+            [0.9, 0.1, 0.0, 0.0, 0.0, 0.0],  # target 0: top-1 right
+            [0.1, 0.9, 0.8, 0.0, 0.0, 0.0],  # target 2: top-1 wrong, top-5 right
+            [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],  # target 5: wrong in both (6th)
+            [0.0, 0.0, 0.0, 0.2, 0.9, 0.1],  # target 4: right
+        ]
+    )
     top1, top5 = topk_errors(logits, torch.tensor([0, 2, 5, 4]))
     assert top1 == pytest.approx(50.0)
     assert top5 == pytest.approx(25.0)
@@ -146,11 +161,17 @@ def test_training_resume_is_exact_and_tracks() -> None:
     part = fresh(7)
     states: list[dict[str, Any]] = []
     part.config = replace(TINY_TRAIN)
-    part.run(_loader(16, 3, size=16), _loader(8, 4, size=16), on_checkpoint=lambda s: states.append(_roundtrip(s)))
+    part.run(
+        _loader(16, 3, size=16),
+        _loader(8, 4, size=16),
+        on_checkpoint=lambda s: states.append(_roundtrip(s)),
+    )
     resumed = fresh(1)
     resumed.load_state_dict(states[0])
     res_resumed = resumed.run(_loader(16, 3, size=16), _loader(8, 4, size=16))
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+    for a, b in zip(
+        full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b)
     assert res_resumed.metrics["test/top1_err"] == res_full.metrics["test/top1_err"]

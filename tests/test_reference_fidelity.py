@@ -20,7 +20,9 @@ from pcdarts.genotypes import Genotype
 from pcdarts.ops import PRIMITIVES
 
 
-def _map_by_structure(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], skip: set[str]) -> dict[str, torch.Tensor]:
+def _map_by_structure(
+    ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], skip: set[str]
+) -> dict[str, torch.Tensor]:
     our_keys = [k for k in ours if k not in skip]
     assert len(our_keys) == len(ref), "module trees differ in size"
     mapped = {}
@@ -39,7 +41,9 @@ def test_derive_genotype_equals_reference(reference: dict[str, Any]) -> None:
     assert len(cases) > 0
     for i, case in enumerate(cases):
         arch = case["arch"]
-        got = derive_genotype(arch["alphas_normal"], arch["alphas_reduce"], arch["betas_normal"], arch["betas_reduce"])
+        got = derive_genotype(
+            arch["alphas_normal"], arch["alphas_reduce"], arch["betas_normal"], arch["betas_reduce"]
+        )
         assert got == Genotype.from_dict(case["genotype"]), f"case {i}"
         # numpy input gives the same answer
         numpy_arch = {k: v.numpy() for k, v in arch.items()}
@@ -70,7 +74,9 @@ def test_mixed_op_equals_reference(reference: dict[str, Any]) -> None:
         torch.testing.assert_close(out, case["out"], rtol=0, atol=1e-6, msg=label)
         after = _map_by_structure(op.state_dict(), case["state_dict_after"], set())
         for key, value in after.items():  # BN running stats move (train) or stay (eval)
-            torch.testing.assert_close(op.state_dict()[key], value, rtol=0, atol=1e-6, msg=f"{label} {key}")
+            torch.testing.assert_close(
+                op.state_dict()[key], value, rtol=0, atol=1e-6, msg=f"{label} {key}"
+            )
 
 
 def test_supernet_equals_reference(reference: dict[str, Any]) -> None:
@@ -96,5 +102,5 @@ def test_k1_is_darts(stride: int) -> None:
     op = MixedOp(8, stride, k=1).eval()
     x = torch.randn(2, 8, 8, 8)
     w = torch.softmax(torch.randn(8), dim=0)
-    expected = sum(wi * o(x) for wi, o in zip(w, op._ops))
+    expected = sum(wi * o(x) for wi, o in zip(w, op._ops, strict=True))
     torch.testing.assert_close(op(x, w), expected)

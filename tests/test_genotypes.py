@@ -1,0 +1,182 @@
+"""Genotypes (SPEC §4): the registry, serialisation, validation and derivation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pcdarts import GENOTYPES, PRIMITIVES, Genotype, derive_genotype, edge_weights, get_genotype
+from pcdarts.genotypes import steps_for_edges
+
+NONE = PRIMITIVES.index("none")
+EDGES, OPS = 14, len(PRIMITIVES)
+
+
+@pytest.mark.parametrize("name", sorted(GENOTYPES))
+def test_dict_and_json_round_trip(name: str) -> None:
+    genotype = get_genotype(name)
+    assert Genotype.from_dict(genotype.to_dict()) == genotype
+    text = json.dumps(genotype.to_dict())
+    restored = Genotype.from_dict(json.loads(text))
+    assert restored == genotype
+    assert hash(restored) == hash(genotype)
+    assert len(genotype.normal) == len(genotype.reduce) == 8
+    assert genotype.normal_concat == genotype.reduce_concat == (2, 3, 4, 5)
+
+
+def test_registry_holds_the_published_cells() -> None:
+    assert set(GENOTYPES) == {"darts_v2", "pc_darts_cifar", "pc_darts_imagenet"}
+    cifar = get_genotype("pc_darts_cifar")
+    assert cifar.normal[:2] == (("sep_conv_3x3", 1), ("skip_connect", 0))
+    assert cifar.reduce[-2:] == (("sep_conv_3x3", 1), ("sep_conv_3x3", 2))
+    image = get_genotype("pc_darts_imagenet")
+    assert image.normal[-1] == ("dil_conv_5x5", 4)
+    assert image.reduce[:2] == (("sep_conv_3x3", 0), ("skip_connect", 1))
+
+
+def _valid_dict() -> dict[str, Any]:
+    return get_genotype("pc_darts_cifar").to_dict()
+
+
+@pytest.mark.parametrize("key", ["normal", "normal_concat", "reduce", "reduce_concat"])
+def test_from_dict_rejects_missing_keys(key: str) -> None:
+    d = _valid_dict()
+    del d[key]
+    with pytest.raises(ValueError, match=key):
+        Genotype.from_dict(d)
+
+
+@pytest.mark.parametrize("op", ["conv_7x7", "none"])
+def test_from_dict_rejects_unknown_ops(op: str) -> None:
+    d = _valid_dict()
+    d["reduce"][3] = [op, 1]
+    with pytest.raises(ValueError, match=op):
+        Genotype.from_dict(d)
+
+
+@pytest.mark.parametrize(("position", "state"), [(0, 2), (1, 2), (2, 3), (5, 4), (7, 6), (0, -1)])
+def test_from_dict_rejects_states_not_yet_computed(position: int, state: int) -> None:
+    d = _valid_dict()
+    d["normal"][position] = ["sep_conv_3x3", state]
+    with pytest.raises(ValueError, match="not yet computed"):
+        Genotype.from_dict(d)
+
+
+def test_get_genotype_unknown_name_lists_known() -> None:
+    with pytest.raises(KeyError, match="pc_darts_cifar") as info:
+        get_genotype("pc_darts_mnist")
+    for name in GENOTYPES:
+        assert name in str(info.value)
+
+
+def reference_parse(alphas: np.ndarray, betas: np.ndarray | None) -> list[tuple[str, int]]:
+    """SPEC §4 written out plainly, in float32."""
+    w = torch.softmax(torch.as_tensor(alphas, dtype=torch.float32), dim=-1).numpy()
+    if betas is not None:
+        w = w * edge_weights(torch.as_tensor(betas, dtype=torch.float32)).numpy()[:, None]
+    gene, start = [], 0
+    for node in range(4):
+        rows = w[start : start + node + 2]
+        scores = [max(row[k] for k in range(OPS) if k != NONE) for row in rows]
+        best_edges = sorted(range(node + 2), key=lambda i: (-scores[i], i))[:2]
+        for i in best_edges:
+            ops = [k for k in range(OPS) if k != NONE]
+            gene.append((PRIMITIVES[max(ops, key=lambda k: (rows[i][k], -k))], i))
+        start += node + 2
+    return gene
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("with_betas", [True, False])
+def test_derive_matches_plain_rule(seed: int, with_betas: bool) -> None:
+    g = torch.Generator().manual_seed(seed)
+    an, ar = torch.randn(EDGES, OPS, generator=g), torch.randn(EDGES, OPS, generator=g)
+    bn, br = torch.randn(EDGES, generator=g), torch.randn(EDGES, generator=g)
+    betas = (bn, br) if with_betas else (None, None)
+    got = derive_genotype(an, ar, *betas)
+    assert list(got.normal) == reference_parse(an.numpy(), bn.numpy() if with_betas else None)
+    assert list(got.reduce) == reference_parse(ar.numpy(), br.numpy() if with_betas else None)
+    assert got.normal_concat == got.reduce_concat == (2, 3, 4, 5)
+
+
+def test_derive_without_betas_picks_by_max_non_none_softmax() -> None:
+    alphas = torch.zeros(EDGES, OPS)
+    op = PRIMITIVES.index
+    # node 0 (edges 0, 1 <- states 0, 1): input 1 stronger
+    alphas[0, op("max_pool_3x3")] = 1.0
+    alphas[1, op("sep_conv_3x3")] = 2.0
+    # node 1 (edges 2, 3, 4 <- states 0, 1, 2): edge 3 has the largest alpha, on 'none',
+    # which leaves its other ops weakest: it must lose.
+    alphas[2, op("skip_connect")] = 1.0
+    alphas[3, NONE] = 10.0
+    alphas[3, op("sep_conv_5x5")] = 1.5
+    alphas[4, op("dil_conv_5x5")] = 3.0
+    got = derive_genotype(alphas, alphas)
+    assert got.normal[:4] == (
+        ("sep_conv_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("dil_conv_5x5", 2),
+        ("skip_connect", 0),
+    )
+    # nodes 2 and 3: all alphas equal, so ties go to the lower input and the lower op
+    assert got.normal[4:] == (("max_pool_3x3", 0), ("max_pool_3x3", 1)) * 2
+    assert got.reduce == got.normal
+
+
+def test_betas_can_change_the_chosen_edges() -> None:
+    alphas = torch.zeros(EDGES, OPS)
+    alphas[0, PRIMITIVES.index("sep_conv_3x3")] = 1.0
+    alphas[2, PRIMITIVES.index("sep_conv_3x3")] = 1.0
+    betas = torch.zeros(EDGES)
+    assert derive_genotype(alphas, alphas, betas, betas) == derive_genotype(alphas, alphas)
+    betas[1] = 5.0  # node 0: edge from state 1 dominates despite its flat alphas
+    betas[3] = 5.0
+    betas[4] = 5.0  # node 1: edges from states 1 and 2 beat the sep_conv on state 0
+    got = derive_genotype(alphas, alphas, betas, betas)
+    assert got.normal[0] == ("max_pool_3x3", 1)
+    assert {idx for _, idx in got.normal[2:4]} == {1, 2}
+
+
+def test_none_is_never_chosen() -> None:
+    g = torch.Generator().manual_seed(0)
+    alphas = torch.randn(EDGES, OPS, generator=g)
+    alphas[:, NONE] = 20.0  # 'none' has by far the largest alpha everywhere
+    for betas in (None, torch.randn(EDGES, generator=g)):
+        got = derive_genotype(alphas, alphas, betas, betas)
+        ops = [name for name, _ in got.normal + got.reduce]
+        assert "none" not in ops
+        assert list(got.normal) == reference_parse(
+            alphas.numpy(), None if betas is None else betas.numpy()
+        )
+
+
+def test_numpy_and_torch_inputs_agree() -> None:
+    g = torch.Generator().manual_seed(3)
+    arch = [torch.randn(EDGES, OPS, generator=g), torch.randn(EDGES, OPS, generator=g)]
+    betas = [torch.randn(EDGES, generator=g), torch.randn(EDGES, generator=g)]
+    from_torch = derive_genotype(*arch, *betas)
+    assert derive_genotype(*(t.numpy() for t in arch), *(t.numpy() for t in betas)) == from_torch
+    assert derive_genotype(*(t.double().numpy() for t in arch + betas)) == from_torch
+    param = torch.nn.Parameter(arch[0].clone())  # requires grad: must not break derivation
+    assert derive_genotype(param, arch[1], *betas) == from_torch
+    assert derive_genotype(arch[0].numpy(), arch[1].numpy()) == derive_genotype(*arch)
+
+
+def test_derive_rejects_wrong_shapes() -> None:
+    with pytest.raises(ValueError, match="columns"):
+        derive_genotype(torch.zeros(EDGES, 7), torch.zeros(EDGES, 7))
+    with pytest.raises(ValueError, match="13 edges"):
+        derive_genotype(torch.zeros(13, OPS), torch.zeros(13, OPS))
+
+
+def test_edge_weights_softmax_per_node() -> None:
+    betas = torch.randn(EDGES)
+    w = edge_weights(betas)
+    sums = [w[s : s + n].sum().item() for s, n in [(0, 2), (2, 3), (5, 4), (9, 5)]]
+    assert sums == pytest.approx([1.0] * 4)
+    torch.testing.assert_close(w[2:5], torch.softmax(betas[2:5], dim=0))
+    assert steps_for_edges(EDGES) == 4

@@ -1,0 +1,142 @@
+"""The supernet (SPEC §1-3) and the final networks (SPEC §6) at tiny sizes on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pcdarts import GENOTYPES, Genotype, Network, build_network, build_supernet, get_genotype
+
+CLASSES = 10
+SUPERNET_INPUT = {"cifar10": 16, "imagenet": 64}  # ImageNet stem: /8 before the first cell
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_supernet_logits(dataset: str, k: int) -> None:
+    net = build_supernet(dataset, C=8, layers=3, num_classes=CLASSES, k=k)
+    size = SUPERNET_INPUT[dataset]
+    logits = net(torch.randn(2, 3, size, size))
+    assert logits.shape == (2, CLASSES)
+    assert torch.isfinite(logits).all()
+    assert isinstance(net.genotype(), Genotype)
+
+
+@pytest.mark.parametrize("edge_norm", [True, False])
+def test_arch_and_weight_parameters_partition_parameters(edge_norm: bool) -> None:
+    net = build_supernet("cifar10", C=8, layers=3, k=2, edge_norm=edge_norm)
+    arch = {id(p) for p in net.arch_parameters()}
+    weights = [id(p) for p in net.weight_parameters()]
+    assert len(arch) == (4 if edge_norm else 2)
+    assert len(set(weights)) == len(weights)
+    assert not arch & set(weights)
+    assert arch | set(weights) == {id(p) for p in net.parameters()}
+    named = dict(net.named_weight_parameters())
+    assert [id(p) for p in named.values()] == weights
+
+
+def test_arch_parameters_are_in_state_dict() -> None:
+    net = build_supernet("cifar10", C=8, layers=3, k=2)
+    state = net.state_dict()
+    for name, shape in [
+        ("alphas_normal", (14, 8)),
+        ("alphas_reduce", (14, 8)),
+        ("betas_normal", (14,)),
+        ("betas_reduce", (14,)),
+    ]:
+        assert state[name].shape == shape
+    fresh = build_supernet("cifar10", C=8, layers=3, k=2)
+    fresh.load_state_dict(state)
+    for a, b in zip(fresh.arch_parameters(), net.arch_parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_k_must_divide_channels() -> None:
+    with pytest.raises(ValueError, match="K=3"):
+        build_supernet("cifar10", C=8, layers=3, k=3)
+
+
+def test_unknown_dataset_raises() -> None:
+    with pytest.raises(ValueError, match="cifar10"):
+        build_supernet("mnist", C=8, layers=3)
+
+
+@pytest.mark.parametrize("name", sorted(GENOTYPES))
+@pytest.mark.parametrize(("dataset", "size"), [("cifar10", 32), ("cifar10", 16), ("imagenet", 64)])
+def test_network_outputs(name: str, dataset: str, size: int) -> None:
+    net = build_network(get_genotype(name), dataset, C=8, layers=5, num_classes=CLASSES)
+    x = torch.randn(2, 3, size, size)
+    net.train()
+    logits, aux = net(x)
+    assert logits.shape == (2, CLASSES)
+    assert aux is not None and aux.shape == (2, CLASSES)
+    net.eval()
+    logits, aux = net(x)
+    assert logits.shape == (2, CLASSES)
+    assert aux is None
+
+
+def test_network_without_auxiliary_head() -> None:
+    net = build_network(get_genotype("pc_darts_cifar"), C=8, layers=5, auxiliary=False).train()
+    assert net.auxiliary_head is None
+    assert net(torch.randn(2, 3, 16, 16))[1] is None
+
+
+def tiny_network(name: str = "pc_darts_cifar") -> Network:
+    return build_network(get_genotype(name), "cifar10", C=8, layers=5, num_classes=CLASSES)
+
+
+def test_drop_path_prob_is_in_state_dict() -> None:
+    net = tiny_network()
+    net.drop_path_prob = 0.25
+    fresh = tiny_network()
+    assert fresh.drop_path_prob == 0.0
+    fresh.load_state_dict(net.state_dict())
+    assert fresh.drop_path_prob == 0.25
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("other", ["pc_darts_imagenet", "darts_v2"])
+def test_state_dict_of_other_genotype_raises(other: str, strict: bool) -> None:
+    state = tiny_network("pc_darts_cifar").state_dict()
+    # The genotype kept in the state dict refuses the load, even where shapes coincide.
+    with pytest.raises(ValueError, match="genotype"):
+        tiny_network(other).load_state_dict(state, strict=strict)
+
+
+def test_drop_path_only_in_training() -> None:
+    net = tiny_network()
+    x = torch.randn(4, 3, 16, 16)
+    net.eval()
+    with torch.no_grad():
+        clean = net(x)[0]
+        net.drop_path_prob = 0.5
+        torch.manual_seed(1)
+        assert torch.equal(net(x)[0], clean)
+        net.train()  # train mode: BN uses batch statistics, so only drop path is random
+        torch.manual_seed(1)
+        first = net(x)[0]
+        torch.manual_seed(2)
+        second = net(x)[0]
+        torch.manual_seed(1)
+        assert torch.equal(net(x)[0], first)
+        assert not torch.equal(first, second)
+        net.drop_path_prob = 0.0
+        torch.manual_seed(2)
+        assert torch.equal(net(x)[0], net(x)[0])
+
+
+def test_features_one_map_per_cell() -> None:
+    layers, channels = 5, 8
+    net = build_network(get_genotype("pc_darts_imagenet"), "cifar10", C=channels, layers=layers)
+    net.eval()
+    with torch.no_grad():
+        maps = net.features(torch.randn(2, 3, 16, 16))
+    assert len(maps) == layers == len(net.cells)
+    # reductions at cells 1 and 3 (1/3 and 2/3 of the depth): width and channels double
+    expected = [(4 * 8, 16), (4 * 16, 8), (4 * 16, 8), (4 * 32, 4), (4 * 32, 4)]
+    assert [(m.shape[1], m.shape[2]) for m in maps] == expected
+    assert all(m.shape[0] == 2 and m.shape[2] == m.shape[3] for m in maps)
+    with torch.no_grad():
+        logits, _ = net(torch.zeros(1, 3, 16, 16))
+    assert logits.shape == (1, 10)
