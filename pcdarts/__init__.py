@@ -3,7 +3,8 @@
 A pure library: no tracking, no file writes, no work at import time.
 """
 
-from pcdarts.architect import Architect, ArchitectConfig
+from pcdarts.architect import Architect
+from pcdarts.config import ArchitectConfig, SearchConfig, TrainConfig
 from pcdarts.counting import count_macs, count_params
 from pcdarts.genotypes import GENOTYPES, Genotype, derive_genotype, edge_weights, get_genotype
 from pcdarts.network import Network, build_network
@@ -19,7 +20,9 @@ __all__ = [
     "Genotype",
     "MixedOp",
     "Network",
+    "SearchConfig",
     "Supernet",
+    "TrainConfig",
     "build_network",
     "build_supernet",
     "channel_shuffle",

@@ -9,24 +9,14 @@ finite-difference Hessian-vector product with eps = 0.01 / ||dL_val/dw'||.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from pcdarts.config import ArchitectConfig
 from pcdarts.supernet import Supernet
 
 Loss = Callable[[Tensor, Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class ArchitectConfig:
-    lr: float = 6e-4  # arch Adam lr: 6e-4 CIFAR-10, 6e-3 ImageNet (SPEC §5)
-    weight_decay: float = 1e-3  # arch Adam weight decay (SPEC §5)
-    betas: tuple[float, float] = (0.5, 0.999)  # arch Adam betas (SPEC §5)
-    grad_clip: float | None = None  # 5 for the ImageNet search (SPEC §5); None = no clipping
-    second_order: bool = False  # DARTS unrolled step; PC-DARTS uses first order (SPEC §5)
-    hvp_eps: float = 0.01  # finite-difference step r; eps = r / ||v|| (DARTS reference)
 
 
 class Architect:

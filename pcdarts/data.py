@@ -49,6 +49,9 @@ CIFAR_CHANNELS = 3
 CIFAR_NUM_CLASSES = 10
 IMAGENET_IMAGE_SIZE = 224  # SPEC §5-6: random resized crop 224
 IMAGENET_RESIZE_SIZE = 256  # eval resize before the 224 centre crop (reference train_imagenet.py)
+IMAGENET_CROP_SCALE_MIN = (
+    0.08  # RandomResizedCrop area lower bound (torchvision default, reference)
+)
 # Colour jitter (brightness, contrast, saturation, hue) of the ImageNet retraining (SPEC §6).
 IMAGENET_COLOR_JITTER: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2)
 
@@ -123,6 +126,7 @@ def cifar_transforms(
     image_size: int = CIFAR_IMAGE_SIZE,
     crop_padding: int = CIFAR_CROP_PADDING,
     cutout_length: int = 0,
+    hflip: bool = True,
 ) -> transforms.Compose:
     """CIFAR-10 transforms: PIL image -> normalised (3, image_size, image_size) tensor.
 
@@ -135,10 +139,9 @@ def cifar_transforms(
     tail: list[Transform] = [transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)]
     if not train:
         return transforms.Compose(resize + tail)
-    augment: list[Transform] = [
-        transforms.RandomCrop(image_size, padding=crop_padding),
-        transforms.RandomHorizontalFlip(),
-    ]
+    augment: list[Transform] = [transforms.RandomCrop(image_size, padding=crop_padding)]
+    if hflip:
+        augment.append(transforms.RandomHorizontalFlip())
     cutout: list[Transform] = [Cutout(cutout_length)] if cutout_length > 0 else []
     return transforms.Compose(resize + augment + tail + cutout)
 
@@ -149,6 +152,8 @@ def imagenet_transforms(
     image_size: int = IMAGENET_IMAGE_SIZE,
     resize_size: int = IMAGENET_RESIZE_SIZE,
     color_jitter: tuple[float, float, float, float] | None = None,
+    crop_scale_min: float = IMAGENET_CROP_SCALE_MIN,
+    hflip: bool = True,
 ) -> transforms.Compose:
     """ImageNet transforms: PIL image -> normalised (3, image_size, image_size) tensor.
 
@@ -163,9 +168,10 @@ def imagenet_transforms(
             [transforms.Resize(resize_size), transforms.CenterCrop(image_size), *tail]
         )
     augment: list[Transform] = [
-        transforms.RandomResizedCrop(image_size),
-        transforms.RandomHorizontalFlip(),
+        transforms.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0)),
     ]
+    if hflip:
+        augment.append(transforms.RandomHorizontalFlip())
     if color_jitter is not None:
         brightness, contrast, saturation, hue = color_jitter
         augment.append(transforms.ColorJitter(brightness, contrast, saturation, hue))
@@ -688,6 +694,9 @@ def image_dataset(
     image_size: int,
     cutout_length: int = 0,
     color_jitter: Sequence[float] | None = None,
+    hflip: bool = True,
+    crop_padding: int = CIFAR_CROP_PADDING,
+    crop_scale_min: float = IMAGENET_CROP_SCALE_MIN,
 ) -> Dataset[Any]:
     """The train (``train=True``) or test/val split of CIFAR-10 or ImageNet at ``root``.
 
@@ -695,7 +704,13 @@ def image_dataset(
     search uses them on both its splits, as the reference does), otherwise eval ones.
     """
     if dataset == "cifar10":
-        tf = cifar_transforms(augment, image_size=image_size, cutout_length=cutout_length)
+        tf = cifar_transforms(
+            augment,
+            image_size=image_size,
+            crop_padding=crop_padding,
+            cutout_length=cutout_length,
+            hflip=hflip,
+        )
         return load_cifar10(root, train=train, transform=tf)
     if dataset == "imagenet":
         jitter = tuple(color_jitter) if color_jitter else None
@@ -703,6 +718,8 @@ def image_dataset(
             augment,
             image_size=image_size,
             color_jitter=jitter,  # type: ignore[arg-type]
+            crop_scale_min=crop_scale_min,
+            hflip=hflip,
             resize_size=round(image_size * IMAGENET_RESIZE_SIZE / IMAGENET_IMAGE_SIZE),
         )
         return load_imagenet(root, "train" if train else "val", transform=tf)

@@ -10,8 +10,7 @@ from torch import Tensor, nn
 
 from pcdarts.genotypes import Genotype
 from pcdarts.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
-from pcdarts.stems import build_stem
-from pcdarts.supernet import dataset_stem
+from pcdarts.stems import build_stem, dataset_stem
 
 AUX_HIDDEN = (128, 768)  # auxiliary head widths (DARTS reference code)
 

@@ -10,14 +10,15 @@ loop produces leaves through a :class:`~pcdarts.tracking.Tracker` and the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from pcdarts.architect import Architect, ArchitectConfig
+from pcdarts.architect import Architect
+from pcdarts.config import SearchConfig
 from pcdarts.evaluate import evaluate
 from pcdarts.genotypes import Genotype, edge_weights
 from pcdarts.metrics import Average, alpha_entropy, topk_errors
@@ -37,25 +38,6 @@ from pcdarts.supernet import Supernet
 from pcdarts.tracking import NullTracker, Tracker
 
 Checkpoint = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Search hyper-parameters; defaults are the CIFAR-10 search of SPEC §5."""
-
-    epochs: int = 50  # SPEC §5, both datasets
-    warmup_epochs: int = 15  # weight-only epochs before arch steps: 15 CIFAR-10, 35 ImageNet
-    lr: float = 0.1  # weight SGD lr: 0.1 CIFAR-10 (PC-DARTS code), 0.5 ImageNet
-    lr_min: float = 0.0  # cosine floor (reference learning_rate_min)
-    lr_schedule: str = "cosine"  # SPEC §5: cosine for both searches
-    lr_warmup_epochs: int = 0  # linear lr warm-up epochs: 0 CIFAR-10, 5 ImageNet
-    momentum: float = 0.9  # SPEC §5
-    weight_decay: float = 3e-4  # SPEC §5
-    grad_clip: float = 5.0  # weight gradient norm clip, SPEC §5
-    architect: ArchitectConfig = field(default_factory=ArchitectConfig)
-    eval_every: int = 1  # evaluate the supernet on the arch split every n epochs (and the last)
-    bf16: bool = False  # CUDA only; off by default: it changes the paper's numerics
-    channels_last: bool = False  # CUDA memory format; off by default
 
 
 @dataclass

@@ -54,3 +54,12 @@ def build_stem(
     if kind == "imagenet":
         return ImageNetStem(channels, affine), channels, True
     raise ValueError(f"unknown stem {kind!r}; known: cifar, imagenet")
+
+
+def dataset_stem(dataset: str) -> str:
+    """Which stem a dataset's networks use; unknown datasets fail with the known ones."""
+    stems = {"cifar10": "cifar", "imagenet": "imagenet"}
+    try:
+        return stems[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(stems)}") from None

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from pcdarts.genotypes import Genotype, derive_genotype, edge_weights
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
-from pcdarts.stems import build_stem
+from pcdarts.stems import build_stem, dataset_stem
 
 ARCH_INIT_SCALE = 1e-3  # alphas and betas start at 1e-3 * N(0, 1) (SPEC §3, reference code)
 
@@ -228,12 +228,3 @@ def build_supernet(
         k=k,
         edge_norm=edge_norm,
     )
-
-
-def dataset_stem(dataset: str) -> str:
-    """Which stem a dataset's networks use; unknown datasets fail with the known ones."""
-    stems = {"cifar10": "cifar", "imagenet": "imagenet"}
-    try:
-        return stems[dataset]
-    except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(stems)}") from None

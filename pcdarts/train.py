@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from pcdarts.config import TrainConfig
 from pcdarts.evaluate import evaluate
 from pcdarts.metrics import Average, topk_errors
 from pcdarts.network import Network
@@ -32,25 +33,6 @@ from pcdarts.schedule import lr_factor
 from pcdarts.tracking import NullTracker, Tracker
 
 Checkpoint = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Final-network training; defaults are the CIFAR-10 evaluation of SPEC §6."""
-
-    epochs: int = 600  # SPEC §6: 600 CIFAR-10, 250 ImageNet
-    lr: float = 0.025  # SPEC §6: 0.025 CIFAR-10, 0.5 ImageNet
-    lr_schedule: str = "cosine"  # "cosine" CIFAR-10, "linear" ImageNet
-    lr_warmup_epochs: int = 0  # 5 for ImageNet (SPEC §6)
-    momentum: float = 0.9  # SPEC §6
-    weight_decay: float = 3e-4  # SPEC §6: 3e-4 CIFAR-10, 3e-5 ImageNet
-    grad_clip: float = 5.0  # SPEC §6
-    aux_weight: float = 0.4  # auxiliary loss weight, SPEC §6 (0 = no auxiliary loss)
-    drop_path_prob: float = 0.3  # final drop-path probability, ramped from 0 (SPEC §6; 0 ImageNet)
-    label_smoothing: float = 0.0  # 0.1 for ImageNet (SPEC §6)
-    eval_every: int = 1  # evaluate every n epochs (and after the last)
-    bf16: bool = False  # CUDA only; off by default: it changes the paper's numerics
-    channels_last: bool = False
 
 
 @dataclass

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from stages.config import REPO_ROOT
+from stages.config import REPO_ROOT, Params
+from stages.tracking import MlflowTracker, stage_run
 
 CHECKPOINT_DIR = REPO_ROOT / ".checkpoints"  # in-progress states; git-ignored, not DVC outputs
 
@@ -96,6 +97,47 @@ class Resumable:
 
     def done(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def tracked(
+    p: Params,
+    dvc_stage: str,
+    *,
+    params: Any,
+    run_file: Path,
+    dataset: str | None = None,
+    dataset_size: int | None = None,
+    upstream_run_files: list[Path] | None = None,
+) -> contextlib.AbstractContextManager[MlflowTracker]:
+    """The stage's MLflow run, with the study-wide settings taken from ``p``.
+
+    ``upstream_run_files`` are read for the lineage tag only; they are not DVC
+    dependencies (a rerun upstream that changes no result must not rerun this stage).
+    """
+    return stage_run(
+        dvc_stage.split("@")[0],
+        params=to_jsonable(params),
+        profile=p.profile,
+        seed=p.seed,
+        repo_root=REPO_ROOT,
+        tracking_uri=p.tracking.tracking_uri,
+        experiment=p.tracking.experiment,
+        dataset=dataset,
+        dataset_size=dataset_size,
+        upstream_run_files=[REPO_ROOT / f for f in upstream_run_files or []],
+        run_file=REPO_ROOT / run_file,
+        dvc_stage=dvc_stage,
+    )
+
+
+def augment_kwargs(p: Params) -> dict[str, Any]:
+    """``pcdarts.data.image_dataset`` keywords for the configured augmentation."""
+    a = p.data.augment
+    return {
+        "hflip": a.hflip,
+        "crop_padding": a.cifar_crop_padding,
+        "crop_scale_min": a.imagenet_crop_scale_min,
+    }
 
 
 def configure_threads() -> None:

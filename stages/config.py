@@ -14,8 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pcdarts.search import SearchConfig
-from pcdarts.train import TrainConfig
+from pcdarts.config import SearchConfig, TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "params.yaml"
@@ -33,6 +32,15 @@ class EmbeddedDataParams:
 
 
 @dataclass
+class AugmentParams:
+    """Training-time augmentation of the search and the final training (SPEC §5-6)."""
+
+    hflip: bool = True  # random horizontal flip (SPEC §5-6); off for digits, which it mirrors
+    cifar_crop_padding: int = 4  # CIFAR random crop padding (SPEC §5-6)
+    imagenet_crop_scale_min: float = 0.08  # RandomResizedCrop area lower bound (reference)
+
+
+@dataclass
 class DataParams:
     source: str = "embedded"  # "embedded" (digits, written by `prepare`) or "real"
     cifar10_root: str = ""  # real: folder holding cifar-10-batches-py/
@@ -41,6 +49,7 @@ class DataParams:
     download_cifar10: bool = False  # real: let torchvision download CIFAR-10 into cifar10_root
     num_workers: int = 0  # DataLoader workers per process
     embedded: EmbeddedDataParams = field(default_factory=EmbeddedDataParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
 
 
 @dataclass
@@ -95,6 +104,10 @@ class DeriveParams:
     cifar_network: NetworkParams = field(default_factory=NetworkParams)  # counted at 32x32
     imagenet_network: NetworkParams = field(default_factory=lambda: NetworkParams(C=48, layers=14))
     mobile_budget_macs_m: float = 600.0  # ImageNet mobile setting: < 600 M mult-adds (SPEC §6)
+    cifar_image_size: int = 32  # CIFAR-10 images (SPEC §7 counts at 32x32)
+    imagenet_image_size: int = 224  # ImageNet crops (SPEC §7 counts at 224x224)
+    cifar_classes: int = 10  # CIFAR-10
+    imagenet_classes: int = 1000  # ILSVRC2012
 
 
 @dataclass

@@ -10,35 +10,25 @@ ImageNet network (C=48, 14 cells, 224x224) built from the cell, in both conventi
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from pcdarts import build_network, count_macs, count_params
-from pcdarts.data import CIFAR_IMAGE_SIZE, IMAGENET_IMAGE_SIZE
 from pcdarts.genotypes import Genotype
-from stages.common import read_json, write_json
+from stages.common import read_json, tracked, write_json
 from stages.config import REPO_ROOT, DeriveParams, load_params
 from stages.diagrams import save_cell_diagrams
-from stages.search import outs as search_outs
+from stages.paths import derive_outs as outs
+from stages.paths import search_outs
 
-PARAMS = ["derive"]
-CIFAR_CLASSES, IMAGENET_CLASSES = 10, 1000  # the paper's datasets, whatever the profile
-
-
-def outs(dataset: str) -> dict[str, Path]:
-    d = Path("outputs/derive") / dataset
-    return {
-        "normal": d / "normal.png",
-        "reduction": d / "reduction.png",
-        "counts": d / "counts.json",
-    }
+# The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
+PARAMS = ["seed", "profile", "derive"]
 
 
 def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     for name, net, size, classes in (
-        ("cifar10", dp.cifar_network, CIFAR_IMAGE_SIZE, CIFAR_CLASSES),
-        ("imagenet", dp.imagenet_network, IMAGENET_IMAGE_SIZE, IMAGENET_CLASSES),
+        ("cifar10", dp.cifar_network, dp.cifar_image_size, dp.cifar_classes),
+        ("imagenet", dp.imagenet_network, dp.imagenet_image_size, dp.imagenet_classes),
     ):
         model = build_network(
             genotype, name, C=net.C, layers=net.layers, num_classes=classes, auxiliary=net.auxiliary
@@ -57,20 +47,35 @@ def main(dataset: str) -> None:
         read_json(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}")
     )
     o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
-    paths = save_cell_diagrams(genotype, o["normal"].parent)
-    assert {paths["normal"], paths["reduction"]} == {o["normal"], o["reduction"]}
-    counts = paper_scale_counts(genotype, p.derive)
-    write_json(
-        o["counts"],
-        {
-            **counts,
-            "genotype": genotype.to_dict(),
-            "conventions": {
-                "macs_m": "conv + linear + 2/BN output + 1/ReLU output (the paper's)",
-                "macs_conv_linear_m": "conv + linear only",
+    with tracked(
+        p,
+        f"derive@{dataset}",
+        params=p.derive,
+        run_file=outs(dataset)["run"],
+        dataset=dataset,
+        upstream_run_files=[search_outs(dataset)["run"]],
+    ) as tracker:
+        paths = save_cell_diagrams(genotype, o["normal"].parent)
+        assert {paths["normal"], paths["reduction"]} == {o["normal"], o["reduction"]}
+        counts = paper_scale_counts(genotype, p.derive)
+        write_json(
+            o["counts"],
+            {
+                **counts,
+                "genotype": genotype.to_dict(),
+                "conventions": {
+                    "macs_m": "conv + linear + 2/BN output + 1/ReLU output (the paper's)",
+                    "macs_conv_linear_m": "conv + linear only",
+                },
             },
-        },
-    )
+        )
+        tracker.log_summary(
+            {f"model/{k}": float(v) for k, v in counts.items() if k != "mobile_budget_macs_m"}
+        )
+        tracker.set_tags({"genotype": str(genotype)})
+        tracker.log_dict(genotype.to_dict(), "genotype.json")
+        for key in ("normal", "reduction", "counts"):
+            tracker.log_artifact(o[key])
     flag = (
         "OVER the mobile budget"
         if counts["imagenet/over_mobile_budget"]

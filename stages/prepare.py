@@ -23,11 +23,13 @@ from pcdarts.data import (
     split_per_class,
     split_weight_arch,
 )
-from stages.common import write_json
+from stages.common import tracked, write_json
 from stages.config import REPO_ROOT, Params, load_params
 from stages.embedded_data import write_all
+from stages.paths import PREPARED as OUT
+from stages.paths import prepare_outs as outs
 
-OUT = Path("data/prepared")
+# The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = [
     "seed",
     "profile",
@@ -36,7 +38,6 @@ PARAMS = [
     "search.imagenet.weight_fraction",
     "search.imagenet.arch_fraction_per_class",
 ]
-OUTS = [str(OUT)]
 
 
 def dataset_roots(p: Params, out: Path) -> dict[str, Path]:
@@ -99,19 +100,38 @@ def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
 def main() -> None:
     p = load_params()
     target = REPO_ROOT / OUT
-    # Build in a sibling folder and swap it in: an interrupted run leaves no half dataset.
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        manifest = prepare(p, staging, OUT)
-        write_json(staging / "manifest.json", manifest)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    finally:
+    tracked_params = {"data": p.data, "splits": _split_params(p)}
+    with tracked(p, "prepare", params=tracked_params, run_file=outs()["run"]) as tracker:
+        # Build in a sibling folder and swap it in: an interrupted run leaves no half dataset.
+        staging = target.with_name(f".{target.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            manifest = prepare(p, staging, OUT)
+            write_json(staging / "manifest.json", manifest)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        sizes = {
+            f"data/{name}/{key}": float(value)
+            for name, info in manifest["datasets"].items()
+            for key, value in info.items()
+            if key.endswith("_images") and isinstance(value, int)
+        }
+        tracker.log_summary(sizes)
+        tracker.log_artifact(target / "manifest.json")
     counts = {k: v.get("train_images") for k, v in manifest["datasets"].items()}
     print(f"prepared {p.data.source} data in {OUT}: train images {counts}")
+
+
+def _split_params(p: Params) -> dict[str, float]:
+    s = p.search
+    return {
+        "cifar10.arch_fraction": s.cifar10.arch_fraction,
+        "imagenet.weight_fraction": s.imagenet.weight_fraction,
+        "imagenet.arch_fraction_per_class": s.imagenet.arch_fraction_per_class,
+    }
 
 
 if __name__ == "__main__":

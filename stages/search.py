@@ -10,7 +10,6 @@ interrupted run of the same config from ``.checkpoints/``.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from pcdarts import build_supernet
 from pcdarts.data import image_dataset, indices_from_json, make_loader
@@ -18,29 +17,20 @@ from pcdarts.runtime import resolve_device, seed_everything
 from pcdarts.search import Searcher
 from stages.common import (
     Resumable,
+    augment_kwargs,
     configure_threads,
     read_json,
     save_torch,
     to_jsonable,
+    tracked,
     write_json,
 )
 from stages.config import REPO_ROOT, load_params
-from stages.tracking import stage_run
+from stages.paths import MANIFEST, prepare_outs, splits
+from stages.paths import search_outs as outs
 
-MANIFEST = Path("data/prepared/manifest.json")
-PARAMS = ["seed", "profile", "device", "data.num_workers", "search.{dataset}", "tracking"]
-
-
-def outs(dataset: str) -> dict[str, Path]:
-    d = Path("outputs/search") / dataset
-    return {
-        "genotype": d / "genotype.json",
-        "history": d / "history.json",
-        "supernet": d / "supernet.pt",
-        "metrics": d / "metrics.json",
-        "curves": d / "curves.json",
-        "run": d / "mlflow_run.json",
-    }
+# The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
+PARAMS = ["seed", "profile", "device", "data.num_workers", "data.augment", "search.{dataset}"]
 
 
 def main(dataset: str) -> None:
@@ -51,10 +41,10 @@ def main(dataset: str) -> None:
     device = resolve_device(p.device)
     manifest = read_json(REPO_ROOT / MANIFEST, "prepare")
     root = REPO_ROOT / manifest["datasets"][dataset]["root"]
-    train_set = image_dataset(dataset, root, train=True, augment=True, image_size=sp.image_size)
-    weight_idx, arch_idx, _ = indices_from_json(
-        (REPO_ROOT / MANIFEST.parent / "splits" / f"{dataset}.json").read_text()
+    train_set = image_dataset(
+        dataset, root, train=True, augment=True, image_size=sp.image_size, **augment_kwargs(p)
     )
+    weight_idx, arch_idx, _ = indices_from_json((REPO_ROOT / splits(dataset)).read_text())
     loader_args = {"batch_size": sp.batch_size, "shuffle": True, "num_workers": p.data.num_workers}
     weight_loader = make_loader(train_set, weight_idx, seed=p.seed, **loader_args)
     arch_loader = make_loader(train_set, arch_idx, seed=p.seed + 1, **loader_args)
@@ -68,19 +58,14 @@ def main(dataset: str) -> None:
         edge_norm=sp.network.edge_norm,
     )
     o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
-    with stage_run(
-        "search",
-        params=to_jsonable(sp),
-        profile=p.profile,
-        seed=p.seed,
-        repo_root=REPO_ROOT,
-        tracking_uri=p.tracking.tracking_uri,
-        experiment=p.tracking.experiment,
+    with tracked(
+        p,
+        f"search@{dataset}",
+        params=sp,
+        run_file=outs(dataset)["run"],
         dataset=dataset,
         dataset_size=len(weight_idx) + len(arch_idx),
-        upstream_run_files=[],
-        run_file=o["run"],
-        dvc_stage=f"search@{dataset}",
+        upstream_run_files=[prepare_outs()["run"]],
     ) as tracker:
         searcher = Searcher(model, sp.loop, device, tracker)
         progress = Resumable(f"search-{dataset}", {"params": sp, "seed": p.seed, "data": manifest})
@@ -102,7 +87,7 @@ def main(dataset: str) -> None:
             },
         )
         tracker.log_summary(result.metrics)
-        for key in ("genotype", "history", "metrics"):
+        for key in ("genotype", "history", "metrics", "supernet"):
             tracker.log_artifact(o[key])
         progress.done()
     print(f"search@{dataset}: {result.genotype}")

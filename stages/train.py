@@ -10,7 +10,6 @@ Writes the trained network (the detection stage's backbone), test error, and cur
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -21,36 +20,24 @@ from pcdarts.runtime import resolve_device, seed_everything
 from pcdarts.train import Trainer
 from stages.common import (
     Resumable,
+    augment_kwargs,
     configure_threads,
     read_json,
     save_torch,
     to_jsonable,
+    tracked,
     write_json,
 )
 from stages.config import REPO_ROOT, TrainParams, load_params
-from stages.search import MANIFEST
-from stages.search import outs as search_outs
-from stages.tracking import stage_run
+from stages.paths import MANIFEST, prepare_outs, search_outs
+from stages.paths import train_outs as outs
 
-PARAMS = ["seed", "profile", "device", "data.num_workers", "train_{dataset}", "tracking"]
+# The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
+PARAMS = ["seed", "profile", "device", "data.num_workers", "data.augment", "train_{dataset}"]
 
 
 def stage_name(dataset: str, cell: str) -> str:
     return "train_cifar10" if dataset == "cifar10" else f"train_imagenet@{cell}"
-
-
-def outs(dataset: str, cell: str) -> dict[str, Path]:
-    d = (
-        Path("outputs/train_cifar10")
-        if dataset == "cifar10"
-        else Path("outputs/train_imagenet") / cell
-    )
-    return {
-        "model": d / "model.pt",
-        "metrics": d / "metrics.json",
-        "curves": d / "curves.json",
-        "run": d / "mlflow_run.json",
-    }
 
 
 def genotype_for(tp: TrainParams, cell: str) -> Genotype:
@@ -73,6 +60,7 @@ def main(dataset: str, cell: str) -> None:
         "image_size": tp.image_size,
         "cutout_length": tp.cutout_length,
         "color_jitter": tp.color_jitter,
+        **augment_kwargs(p),
     }
     train_set = image_dataset(dataset, root, train=True, augment=True, **kw)
     test_set = image_dataset(dataset, root, train=False, augment=False, **kw)
@@ -98,20 +86,15 @@ def main(dataset: str, cell: str) -> None:
         "model/macs_conv_linear_m": count_macs(model, tp.image_size, "conv_linear"),
     }
     o = {k: REPO_ROOT / v for k, v in outs(dataset, cell).items()}
-    upstream = [REPO_ROOT / search_outs(cell)["run"]] if tp.genotype == "searched" else []
-    with stage_run(
-        stage_name(dataset, cell).split("@")[0],
-        params=to_jsonable(tp),
-        profile=p.profile,
-        seed=p.seed,
-        repo_root=REPO_ROOT,
-        tracking_uri=p.tracking.tracking_uri,
-        experiment=p.tracking.experiment,
+    upstream = [search_outs(cell)["run"]] if tp.genotype == "searched" else [prepare_outs()["run"]]
+    with tracked(
+        p,
+        stage_name(dataset, cell),
+        params=tp,
+        run_file=outs(dataset, cell)["run"],
         dataset=f"{dataset}:{cell}-cell",
         dataset_size=len(train_set),
         upstream_run_files=upstream,
-        run_file=o["run"],
-        dvc_stage=stage_name(dataset, cell),
     ) as tracker:
         tracker.log_dict(genotype.to_dict(), "genotype.json")
         trainer = Trainer(model, tp.loop, device, tracker)

@@ -1,0 +1,169 @@
+"""dvc.yaml says exactly what each stage's code reads and writes, and params.yaml is composed.
+
+For every stage (``foreach`` expanded) this checks, against the stage module its ``cmd``
+runs: the Python deps are exactly the repository modules it imports, transitively
+(package ``__init__`` files aside: they only re-export; and the tracking edge aside: it
+only observes, and a change to what is logged must not rerun GPU-days of search);
+``params`` are the module's
+``PARAMS`` and all exist in params.yaml; ``outs`` + ``metrics`` + ``plots`` are exactly
+the module's ``outs()``; every other dep is written by an upstream stage.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stages.compose import compose_params
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_PACKAGES = ("pcdarts", "stages")
+OBSERVERS = {"pcdarts/tracking.py", "stages/tracking.py"}  # results never depend on them
+
+
+def expanded_stages() -> dict[str, dict[str, Any]]:
+    raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stages: dict[str, dict[str, Any]] = {}
+    for name, stage in raw.items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        for item in stage["foreach"]:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            stages[f"{name}@{item}"] = yaml.safe_load(text)
+    return stages
+
+
+def _module_file(module: str) -> Path | None:
+    path = ROOT / Path(*module.split("."))
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """Repository modules ``path`` imports; ``from pkg import name`` resolved to its source."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] in LOCAL_PACKAGES}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] not in LOCAL_PACKAGES:
+                continue
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                if _module_file(sub) is not None:
+                    found.add(sub)
+                elif node.module in LOCAL_PACKAGES:  # a name re-exported by __init__
+                    found.add(importlib.import_module(node.module).__dict__[alias.name].__module__)
+                else:
+                    found.add(node.module)
+    return found
+
+
+def code_closure(module: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        path = _module_file(current)
+        assert path is not None, current
+        todo.extend(_imports(path))
+    files = {_module_file(m) for m in seen}
+    names = {str(f.relative_to(ROOT)) for f in files if f is not None and f.name != "__init__.py"}
+    return names - OBSERVERS
+
+
+def _stage_module(stage: dict[str, Any]) -> tuple[Any, list[str]]:
+    argv = shlex.split(stage["cmd"])
+    assert argv[:2] == ["python", "-m"], stage["cmd"]
+    return importlib.import_module(argv[2]), argv[3:]
+
+
+def _paths(entries: list[Any]) -> set[str]:
+    return {next(iter(e)) if isinstance(e, dict) else e for e in entries or []}
+
+
+def _declared_outs(stage: dict[str, Any]) -> set[str]:
+    return (
+        _paths(stage.get("outs", []))
+        | _paths(stage.get("metrics", []))
+        | _paths(stage.get("plots", []))
+    )
+
+
+STAGES = expanded_stages()
+
+
+def test_every_stage_module_is_in_the_pipeline() -> None:
+    modules = {_stage_module(s)[0].__name__ for s in STAGES.values()}
+    entry_points = {
+        f"stages.{p.stem}"
+        for p in (ROOT / "stages").glob("*.py")
+        if hasattr(importlib.import_module(f"stages.{p.stem}"), "PARAMS")
+    }
+    assert entry_points <= modules
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_python_deps_are_exactly_the_code_the_stage_imports(name: str) -> None:
+    stage = STAGES[name]
+    module, _ = _stage_module(stage)
+    declared = {d for d in stage["deps"] if d.endswith(".py")}
+    expected = code_closure(module.__name__)
+    assert declared == expected, (
+        f"{name}: missing {sorted(expected - declared)}, not imported {sorted(declared - expected)}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_params_are_the_keys_the_stage_reads(name: str) -> None:
+    stage = STAGES[name]
+    module, args = _stage_module(stage)
+    expected = [key.format(dataset=args[0] if args else "") for key in module.PARAMS]
+    assert sorted(stage.get("params", [])) == sorted(expected)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key in expected:
+        node: Any = params
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{name}: {key} not in params.yaml"
+            node = node[part]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_outs_are_exactly_what_the_stage_writes(name: str) -> None:
+    stage = STAGES[name]
+    module, args = _stage_module(stage)
+    written = {str(p) for p in module.outs(*args).values()}
+    assert _declared_outs(stage) == written
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_data_deps_come_from_upstream_stages(name: str) -> None:
+    produced = {o for other, s in STAGES.items() if other != name for o in _declared_outs(s)}
+    for dep in STAGES[name]["deps"]:
+        if not dep.endswith(".py"):
+            assert any(dep == o or dep.startswith(f"{o}/") for o in produced), dep
+
+
+def test_metrics_and_plots_are_not_cached_twice() -> None:
+    for name, stage in STAGES.items():
+        assert not _paths(stage.get("outs", [])) & (
+            _paths(stage.get("metrics", [])) | _paths(stage.get("plots", []))
+        ), name
+
+
+def test_committed_params_yaml_is_what_conf_composes() -> None:
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == compose_params([]), "params.yaml is stale: run `make params`"
