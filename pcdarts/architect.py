@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from pcdarts.config import ArchitectConfig
+from pcdarts.distributed import all_reduce_mean_
 from pcdarts.supernet import Supernet
 
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -60,6 +61,8 @@ class Architect:
             loss = self.criterion(self.model(x_arch), y_arch)
             # Only arch gradients: the weight gradients of this pass would be thrown away.
             grads = list(torch.autograd.grad(loss, arch))
+        # Under torch.distributed: the mean over ranks, so every rank takes the same step.
+        all_reduce_mean_(grads)
         for p, g in zip(arch, grads, strict=True):
             p.grad = g
         if self.config.grad_clip is not None:

@@ -34,6 +34,9 @@ class SearchConfig:
     grad_clip: float = 5.0  # weight gradient norm clip, SPEC §5
     architect: ArchitectConfig = field(default_factory=ArchitectConfig)
     eval_every: int = 1  # evaluate the supernet on the arch split every n epochs (and the last)
+    sync_bn: bool = (
+        False  # SyncBatchNorm in the supernet under torchrun (CUDA; BN over the global batch)
+    )
     bf16: bool = False  # CUDA only; off by default: it changes the paper's numerics
     channels_last: bool = False  # CUDA memory format; off by default
 

@@ -43,4 +43,8 @@ def evaluate(
             top5.update(e5, n)
     finally:
         model.train(was_training)
-    return {"loss": loss.mean, "top1_err": top1.mean, "top5_err": top5.mean}
+    return {
+        "loss": loss.global_mean(device),
+        "top1_err": top1.global_mean(device),
+        "top5_err": top5.global_mean(device),
+    }

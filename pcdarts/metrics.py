@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from pcdarts.distributed import reduce_sums
+
 
 @torch.no_grad()
 def topk_errors(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -> list[float]:
@@ -35,6 +37,11 @@ class Average:
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else math.nan
+
+    def global_mean(self, device: torch.device) -> float:
+        """The mean over every rank's samples (the local mean in a single process)."""
+        total, count = reduce_sums([self.total, self.count], device)
+        return total / count if count else math.nan
 
 
 @torch.no_grad()

@@ -184,3 +184,15 @@ def build_network(
         num_classes=num_classes,
         auxiliary=auxiliary,
     )
+
+
+class LogitsOnly(nn.Module):
+    """A final network for inference: ``forward`` returns the logits alone (no aux tuple),
+    the single tensor that serving code and model signatures expect."""
+
+    def __init__(self, network: Network) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(x)[0]

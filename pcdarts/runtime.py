@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import resource
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -11,12 +12,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pcdarts.distributed import world_size
+
 T = TypeVar("T")
 SECONDS_PER_DAY = 86400.0
+MB = 1e6
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,10 +77,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 @dataclass(frozen=True)
 class Cost:
     """Compute spent: wall seconds x devices. On CUDA that is GPU-days (the paper's unit)."""
@@ -86,6 +85,7 @@ class Cost:
     device_type: str
     device_count: int
     device_name: str
+    peak_memory_mb: float = float("nan")  # CUDA: peak allocated; CPU: peak RSS of the process
 
     @property
     def device_days(self) -> float:
@@ -93,7 +93,11 @@ class Cost:
 
     def metrics(self) -> dict[str, float]:
         key = "cost/gpu_days" if self.device_type == "cuda" else "cost/device_days"
-        return {key: self.device_days, "cost/wall_seconds": self.wall_seconds}
+        return {
+            key: self.device_days,
+            "cost/wall_seconds": self.wall_seconds,
+            "cost/peak_memory_mb": self.peak_memory_mb,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +106,7 @@ class Cost:
             "device_count": self.device_count,
             "device_name": self.device_name,
             "device_days": self.device_days,
+            "peak_memory_mb": self.peak_memory_mb,
             "unit": "GPU-days" if self.device_type == "cuda" else f"{self.device_type}-days",
         }
 
@@ -119,8 +124,13 @@ class Stopwatch:
         return self.already + time.perf_counter() - self.start
 
     def cost(self) -> Cost:
-        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        return Cost(self.seconds, self.device.type, world_size(), name)
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device) / MB
+        else:
+            name = "cpu"
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB  # KiB on Linux
+        return Cost(self.seconds, self.device.type, world_size(), name, peak)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from pcdarts.architect import Architect
 from pcdarts.config import SearchConfig
+from pcdarts.distributed import is_distributed, is_main, wrap_ddp
 from pcdarts.evaluate import evaluate
 from pcdarts.genotypes import Genotype, edge_weights
 from pcdarts.metrics import Average, alpha_entropy, topk_errors
@@ -59,13 +60,17 @@ class Searcher:
         tracker: Tracker | None = None,
         show_progress: bool = True,
     ) -> None:
+        if config.sync_bn and is_distributed():
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the BNs are children
         self.model = model.to(device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        # The weight step runs through DDP; the arch step and evaluation use the module itself.
+        self.ddp = wrap_ddp(self.model, device, exclude=model.arch_parameters())
         self.config = config
         self.device = device
         self.tracker = tracker or NullTracker()
-        self.show_progress = show_progress
+        self.show_progress = show_progress and is_main()
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.SGD(
             model.weight_parameters(),
@@ -199,16 +204,20 @@ class Searcher:
             err_avg.update(topk_errors(logits, y, (1,))[0], n)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_avg.mean:.3f}", top1_err=f"{err_avg.mean:.1f}")
-        metrics = {"train/loss": loss_avg.mean, "train/top1_err": err_avg.mean, "lr": lr}
+        metrics = {
+            "train/loss": loss_avg.global_mean(self.device),
+            "train/top1_err": err_avg.global_mean(self.device),
+            "lr": lr,
+        }
         if arch_loss_avg.count:
-            metrics["arch/step_loss"] = arch_loss_avg.mean
+            metrics["arch/step_loss"] = arch_loss_avg.global_mean(self.device)
         return metrics
 
     def _weight_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         # No alpha gradients are needed here: freezing them saves their backward and memory.
         with frozen(self.model.arch_parameters()), autocast(self.device, self.config.bf16):
-            logits = self.model(x)
+            logits = self.ddp(x)
         loss = self.criterion(logits.float(), y)
         loss.backward()
         nn.utils.clip_grad_norm_(list(self.model.weight_parameters()), self.config.grad_clip)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from pcdarts.config import TrainConfig
+from pcdarts.distributed import is_main, wrap_ddp
 from pcdarts.evaluate import evaluate
 from pcdarts.metrics import Average, topk_errors
 from pcdarts.network import Network
@@ -57,10 +58,11 @@ class Trainer:
         self.model = model.to(device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.ddp = wrap_ddp(self.model, device)  # the model itself in a single process
         self.config = config
         self.device = device
         self.tracker = tracker or NullTracker()
-        self.show_progress = show_progress
+        self.show_progress = show_progress and is_main()
         self.eval_prefix = eval_prefix
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.optimizer = torch.optim.SGD(
@@ -154,9 +156,9 @@ class Trainer:
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_avg.mean:.3f}", top1_err=f"{top1.mean:.1f}")
         return {
-            "train/loss": loss_avg.mean,
-            "train/top1_err": top1.mean,
-            "train/top5_err": top5.mean,
+            "train/loss": loss_avg.global_mean(self.device),
+            "train/top1_err": top1.global_mean(self.device),
+            "train/top5_err": top5.global_mean(self.device),
             "lr": lr,
             "train/drop_path_prob": self.model.drop_path_prob,
         }
@@ -164,7 +166,7 @@ class Trainer:
     def _step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.config.bf16):
-            logits, logits_aux = self.model(x)
+            logits, logits_aux = self.ddp(x)
         loss = self.criterion(logits.float(), y)
         if logits_aux is not None and self.config.aux_weight > 0:
             loss = loss + self.config.aux_weight * self.criterion(logits_aux.float(), y)

@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, is_dataclass
@@ -19,6 +21,8 @@ from typing import Any
 
 import torch
 
+from pcdarts.distributed import init_from_env, is_distributed, is_main, world_size
+from pcdarts.runtime import resolve_device
 from stages.config import REPO_ROOT, Params
 from stages.tracking import MlflowTracker, stage_run
 
@@ -33,6 +37,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -52,6 +59,8 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    if not is_main():  # under torchrun only rank 0 writes
+        return
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
@@ -66,6 +75,8 @@ def read_json(path: Path, produced_by: str) -> Any:
 
 
 def save_torch(path: Path, obj: Any) -> None:
+    if not is_main():
+        return
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -96,7 +107,56 @@ class Resumable:
         return lambda state: save_torch(self.path, state)
 
     def done(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if is_main():
+            self.path.unlink(missing_ok=True)
+
+
+class _Silent:
+    """The tracker of ranks other than 0: only rank 0 logs to MLflow."""
+
+    ok = False
+    run_id = ""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+def start_processes(p: Params, module: str, argv: list[str]) -> torch.device:
+    """This stage's device, after starting its processes.
+
+    With ``dist.nproc_per_node`` or ``dist.nnodes`` above 1 and not yet under torchrun, runs
+    ``torch.distributed.run`` on this same stage and exits with its status (so `dvc repro`
+    launches it); under torchrun, joins the process group. Per-process batch =
+    global batch / world size (:func:`per_process_batch`).
+    """
+    d = p.dist
+    if (d.nproc_per_node > 1 or d.nnodes > 1) and "LOCAL_RANK" not in os.environ:
+        command = [sys.executable, "-m", "torch.distributed.run"]
+        command += [f"--nproc_per_node={d.nproc_per_node}", f"--nnodes={d.nnodes}"]
+        if d.nnodes > 1:
+            if not d.rdzv_endpoint:
+                raise ValueError("dist.nnodes > 1 needs dist.rdzv_endpoint (host:port)")
+            command += ["--rdzv_backend=c10d", f"--rdzv_endpoint={d.rdzv_endpoint}"]
+            command += [f"--rdzv_id={d.rdzv_id}"]
+        else:
+            command += ["--standalone"]
+        sys.exit(subprocess.call([*command, "-m", module, *argv]))
+    device = init_from_env(p.device)
+    configure_threads()
+    return device if device is not None else resolve_device(p.device)
+
+
+def per_process_batch(global_batch: int, key: str) -> int:
+    world = world_size()
+    if global_batch % world:
+        raise ValueError(f"{key}={global_batch} is not divisible by the {world} processes")
+    return global_batch // world
+
+
+def finish_processes() -> None:
+    if is_distributed():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def tracked(
@@ -108,17 +168,20 @@ def tracked(
     dataset: str | None = None,
     dataset_size: int | None = None,
     upstream_run_files: list[Path] | None = None,
+    seed: int | None = None,
 ) -> contextlib.AbstractContextManager[MlflowTracker]:
-    """The stage's MLflow run, with the study-wide settings taken from ``p``.
+    """The stage's MLflow run, with the study-wide settings taken from ``p`` (rank 0 only).
 
     ``upstream_run_files`` are read for the lineage tag only; they are not DVC
     dependencies (a rerun upstream that changes no result must not rerun this stage).
     """
+    if not is_main():
+        return contextlib.nullcontext(_Silent())  # type: ignore[arg-type]
     return stage_run(
         dvc_stage.split("@")[0],
         params=to_jsonable(params),
         profile=p.profile,
-        seed=p.seed,
+        seed=p.seed if seed is None else seed,
         repo_root=REPO_ROOT,
         tracking_uri=p.tracking.tracking_uri,
         experiment=p.tracking.experiment,
@@ -141,8 +204,10 @@ def augment_kwargs(p: Params) -> dict[str, Any]:
 
 
 def configure_threads() -> None:
-    """Use the cores this process may run on (DVC may start stages under a CPU mask)."""
+    """Use the cores this process may run on (DVC may start stages under a CPU mask),
+    shared among the processes torchrun started on this machine."""
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
-    torch.set_num_threads(max(1, cores))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, cores // local))

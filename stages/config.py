@@ -111,6 +111,49 @@ class DeriveParams:
 
 
 @dataclass
+class PaperCifar:
+    test_top1_err: float = 2.57  # CIFAR-10 test error, % (SPEC §7; +- 0.07 over 4 retrainings)
+    params_m: float = 3.6  # C=36, 20 cells (SPEC §7)
+    search_gpu_days: float = 0.1  # one GTX 1080Ti (SPEC §7)
+
+
+@dataclass
+class PaperImagenet:
+    top1_err: float = 24.2  # ImageNet-searched cell (SPEC §7); CIFAR-searched 25.1
+    top5_err: float = 7.3  # ImageNet-searched cell; CIFAR-searched 7.8
+    params_m: float = 5.3  # SPEC §7, both cells
+    macs_m: float = 597.0  # paper convention (with BN and ReLU); CIFAR-searched 586
+    search_gpu_days: float = 3.8  # 8 V100, 11.5 h (SPEC §7); the CIFAR cell's search: 0.1
+
+
+@dataclass
+class PaperNumbers:
+    """What the paper reports (SPEC §7), printed beside ours."""
+
+    cifar10: PaperCifar = field(default_factory=PaperCifar)
+    imagenet_cifar_cell: PaperImagenet = field(
+        default_factory=lambda: PaperImagenet(25.1, 7.8, 5.3, 586.0, 0.1)
+    )
+    imagenet_imagenet_cell: PaperImagenet = field(default_factory=PaperImagenet)
+    ssd_coco_ap: float = 28.9  # SSD 320x320, ImageNet-searched backbone (SPEC §7, "about")
+
+
+@dataclass
+class ReportParams:
+    paper: PaperNumbers = field(default_factory=PaperNumbers)
+
+
+@dataclass
+class DistParams:
+    """torchrun launch of the search and training stages (`dvc repro` starts it)."""
+
+    nproc_per_node: int = 1  # processes (GPUs) per machine; the paper: 8 for the ImageNet search
+    nnodes: int = 1  # machines; > 1 needs rdzv_endpoint, and the same command on each
+    rdzv_endpoint: str = ""  # host:port of the rendezvous (c10d) for multi-node runs
+    rdzv_id: str = "pcdarts"  # job id shared by the nodes of one run
+
+
+@dataclass
 class TrackingParams:
     tracking_uri: str = ""  # "" = sqlite store mlflow.db in the repo; MLFLOW_TRACKING_URI wins
     experiment: str = "pcdarts"  # one experiment per study
@@ -120,12 +163,15 @@ class TrackingParams:
 class Params:
     profile: str = "paper"  # recorded with every output, so a tiny run never looks like a paper one
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # extra CIFAR-10 search seeds (stability)
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"
     data: DataParams = field(default_factory=DataParams)
     search: SearchStages = field(default_factory=SearchStages)
     derive: DeriveParams = field(default_factory=DeriveParams)
     train_cifar10: TrainParams = field(default_factory=TrainParams)
     train_imagenet: TrainParams = field(default_factory=TrainParams)
+    report: ReportParams = field(default_factory=ReportParams)
+    dist: DistParams = field(default_factory=DistParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
 

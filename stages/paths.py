@@ -10,6 +10,7 @@ from pathlib import Path
 
 PREPARED = Path("data/prepared")
 MANIFEST = PREPARED / "manifest.json"
+SEED_SEARCHES = Path("outputs/search_seeds")  # the searches over `seeds` (report: stability)
 
 
 def splits(dataset: str) -> Path:
@@ -21,8 +22,11 @@ def prepare_outs() -> dict[str, Path]:
     return {"data": PREPARED, "run": Path("outputs/prepare/mlflow_run.json")}
 
 
-def search_outs(dataset: str) -> dict[str, Path]:
+def search_outs(dataset: str, seed: int | None = None) -> dict[str, Path]:
+    """The search of ``dataset``; with ``seed``, one of the extra seeds of the stability study."""
     d = Path("outputs/search") / dataset
+    if seed is not None:
+        d = SEED_SEARCHES / dataset / f"seed_{seed}"
     return {
         "genotype": d / "genotype.json",
         "history": d / "history.json",
@@ -55,4 +59,21 @@ def train_outs(dataset: str, cell: str | None = None) -> dict[str, Path]:
         "metrics": d / "metrics.json",
         "curves": d / "curves.json",
         "run": d / "mlflow_run.json",
+    }
+
+
+def report_outs() -> dict[str, Path]:
+    d = Path("reports")
+    return {
+        "markdown": d / "results.md",
+        "html": d / "results.html",
+        "summary": d / "summary.json",
+        "dynamics_cifar10": d / "search_dynamics_cifar10.png",
+        "dynamics_imagenet": d / "search_dynamics_imagenet.png",
+        **{
+            f"cell_{dataset}_{kind}": d / "cells" / f"{dataset}_{kind}.png"
+            for dataset in ("cifar10", "imagenet")
+            for kind in ("normal", "reduction")
+        },
+        "run": Path("outputs/report/mlflow_run.json"),
     }

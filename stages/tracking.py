@@ -136,6 +136,7 @@ class MlflowTracker:
         self.experiment_id = experiment_id
         self.ok = True  # False once the backend failed: every later call is a no-op
         self._records: dict[str, list[dict[str, Any]]] = {}
+        self._curves: set[str] = set()  # metrics logged per step: their last value is final
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         if not self.ok:
@@ -154,6 +155,7 @@ class MlflowTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Scalars of one step (the epoch)."""
         values = {name: float(value) for name, value in metrics.items()}
+        self._curves.update(values)
         self._call("log_metrics", mlflow.log_metrics, values, step=step)
 
     def log_record(self, name: str, record: Mapping[str, Any], step: int) -> None:
@@ -172,8 +174,13 @@ class MlflowTracker:
             self._call("log_params", mlflow.log_params, dict(items[i : i + MAX_PARAMS_PER_BATCH]))
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
-        """Final metrics of the run (no step): ``test/top1_err``, ``model/params_m``, ..."""
-        self._call("log_summary", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()})
+        """Final metrics of the run (no step): ``test/top1_err``, ``model/params_m``, ...
+
+        A metric already logged per epoch is skipped: its last point is the final value,
+        and a second point at step 0 would fold the curve back.
+        """
+        values = {k: float(v) for k, v in metrics.items() if k not in self._curves}
+        self._call("log_summary", mlflow.log_metrics, values)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file, or a folder's content, under ``artifact_path``."""
@@ -195,8 +202,12 @@ class MlflowTracker:
 
         requirements = [f"{p}=={_version(p)}" for p in ("torch", "torchvision", "numpy")]
         try:  # explicit requirements skip MLflow's slow inference of them in a subprocess
-            mlflow.pytorch.log_model(
-                model, name=name, input_example=input_example, pip_requirements=requirements
+            mlflow.pytorch.log_model(  # pickled: pt2 (torch.export) fixes the example's batch size
+                model,
+                name=name,
+                input_example=input_example,
+                pip_requirements=requirements,
+                serialization_format="pickle",
             )
         except Exception as error:  # a model that MLflow cannot save is no reason to fail
             msg = f"MLflow could not log model {name!r}: {error!r}"
@@ -336,3 +347,33 @@ def stage_run(
     if run_file is not None:
         info = {"run_id": tracker.run_id, "experiment_id": experiment_id, "tracking_uri": uri}
         _write_json_atomic(Path(run_file), {**info, "tracking_ok": tracker.ok})
+
+
+def finished_runs(
+    repo_root: Path, tracking_uri: str, experiment: str, dvc_stage: str
+) -> list[dict[str, Any]]:
+    """The FINISHED runs of ``dvc_stage`` in the store, newest first, as plain dicts
+    ({"run_id", "start_time", "params", "metrics"}); [] when the store cannot be read."""
+    uri = resolve_tracking_uri(repo_root, tracking_uri)
+    try:
+        client = mlflow.MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.dvc_stage = '{dvc_stage}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+    except Exception as error:  # the report is still written without the store's runs
+        log.warning("could not read runs of %s from %s: %r", dvc_stage, uri, error)
+        return []
+    return [
+        {
+            "run_id": r.info.run_id,
+            "start_time": r.info.start_time,
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+        }
+        for r in runs
+    ]

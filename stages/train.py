@@ -10,20 +10,24 @@ Writes the trained network (the detection stage's backbone), test error, and cur
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from pcdarts import build_network, count_macs, count_params, get_genotype
 from pcdarts.data import image_dataset, make_loader
 from pcdarts.genotypes import Genotype
-from pcdarts.runtime import resolve_device, seed_everything
+from pcdarts.network import LogitsOnly
+from pcdarts.runtime import seed_everything
 from pcdarts.train import Trainer
 from stages.common import (
     Resumable,
     augment_kwargs,
-    configure_threads,
+    finish_processes,
+    per_process_batch,
     read_json,
     save_torch,
+    start_processes,
     to_jsonable,
     tracked,
     write_json,
@@ -33,7 +37,15 @@ from stages.paths import MANIFEST, prepare_outs, search_outs
 from stages.paths import train_outs as outs
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
-PARAMS = ["seed", "profile", "device", "data.num_workers", "data.augment", "train_{dataset}"]
+PARAMS = [
+    "seed",
+    "profile",
+    "device",
+    "dist",
+    "data.num_workers",
+    "data.augment",
+    "train_{dataset}",
+]
 
 
 def stage_name(dataset: str, cell: str) -> str:
@@ -51,9 +63,8 @@ def genotype_for(tp: TrainParams, cell: str) -> Genotype:
 def main(dataset: str, cell: str) -> None:
     p = load_params()
     tp: TrainParams = getattr(p, f"train_{dataset}")
-    configure_threads()
+    device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
     seed_everything(p.seed)
-    device = resolve_device(p.device)
     manifest = read_json(REPO_ROOT / MANIFEST, "prepare")
     root = REPO_ROOT / manifest["datasets"][dataset]["root"]
     kw = {
@@ -64,12 +75,10 @@ def main(dataset: str, cell: str) -> None:
     }
     train_set = image_dataset(dataset, root, train=True, augment=True, **kw)
     test_set = image_dataset(dataset, root, train=False, augment=False, **kw)
-    train_loader = make_loader(
-        train_set, None, tp.batch_size, shuffle=True, seed=p.seed, num_workers=p.data.num_workers
-    )
-    test_loader = make_loader(
-        test_set, None, tp.batch_size, shuffle=False, seed=p.seed, num_workers=p.data.num_workers
-    )
+    batch = per_process_batch(tp.batch_size, f"train_{dataset}.batch_size")
+    loaders = {"seed": p.seed, "num_workers": p.data.num_workers}
+    train_loader = make_loader(train_set, None, batch, shuffle=True, **loaders)
+    test_loader = make_loader(test_set, None, batch, shuffle=False, **loaders)
     genotype = genotype_for(tp, cell)
     n_classes = len(manifest["datasets"][dataset]["classes"])
     net_args = {
@@ -121,8 +130,9 @@ def main(dataset: str, cell: str) -> None:
         tracker.log_summary({**result.metrics, **size})
         tracker.log_artifact(o["metrics"])
         example = np.zeros((1, 3, tp.image_size, tp.image_size), dtype=np.float32)
-        tracker.log_model(trainer.model.cpu().eval(), "model", input_example=example)
+        tracker.log_model(LogitsOnly(trainer.model).cpu().eval(), "model", input_example=example)
         progress.done()
+    finish_processes()
     print(f"{stage_name(dataset, cell)}: test top-1 error {result.metrics['test/top1_err']:.2f}%")
 
 

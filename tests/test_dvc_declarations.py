@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import itertools
 import shlex
 from pathlib import Path
 from typing import Any
@@ -23,20 +24,32 @@ import yaml
 from stages.compose import compose_params
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_PACKAGES = ("pcdarts", "stages")
+LOCAL_PACKAGES = ("pcdarts", "stages", "detection")
 OBSERVERS = {"pcdarts/tracking.py", "stages/tracking.py"}  # results never depend on them
 
 
 def expanded_stages() -> dict[str, dict[str, Any]]:
+    """dvc.yaml's stages with ``foreach`` and ``matrix`` expanded as DVC names them."""
     raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
     stages: dict[str, dict[str, Any]] = {}
     for name, stage in raw.items():
-        if "foreach" not in stage:
+        if "foreach" in stage:
+            for item in stage["foreach"]:
+                text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+                stages[f"{name}@{item}"] = yaml.safe_load(text)
+        elif "matrix" in stage:
+            axes = {
+                k: params[v[2:-1]] if isinstance(v, str) else v for k, v in stage["matrix"].items()
+            }
+            body = {k: v for k, v in stage.items() if k != "matrix"}
+            for combo in itertools.product(*axes.values()):
+                text = yaml.safe_dump(body)
+                for key, value in zip(axes, combo, strict=True):
+                    text = text.replace(f"${{item.{key}}}", str(value))
+                stages[f"{name}@{'-'.join(map(str, combo))}"] = yaml.safe_load(text)
+        else:
             stages[name] = stage
-            continue
-        for item in stage["foreach"]:
-            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
-            stages[f"{name}@{item}"] = yaml.safe_load(text)
     return stages
 
 
@@ -131,7 +144,10 @@ def test_python_deps_are_exactly_the_code_the_stage_imports(name: str) -> None:
 def test_params_are_the_keys_the_stage_reads(name: str) -> None:
     stage = STAGES[name]
     module, args = _stage_module(stage)
-    expected = [key.format(dataset=args[0] if args else "") for key in module.PARAMS]
+    if hasattr(module, "params"):
+        expected = module.params(*args)
+    else:
+        expected = [key.format(dataset=args[0] if args else "") for key in module.PARAMS]
     assert sorted(stage.get("params", [])) == sorted(expected)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key in expected:
@@ -153,8 +169,10 @@ def test_outs_are_exactly_what_the_stage_writes(name: str) -> None:
 def test_data_deps_come_from_upstream_stages(name: str) -> None:
     produced = {o for other, s in STAGES.items() if other != name for o in _declared_outs(s)}
     for dep in STAGES[name]["deps"]:
-        if not dep.endswith(".py"):
-            assert any(dep == o or dep.startswith(f"{o}/") for o in produced), dep
+        if not dep.endswith(".py"):  # an output, inside one, or a folder of outputs
+            assert any(
+                dep == o or dep.startswith(f"{o}/") or o.startswith(f"{dep}/") for o in produced
+            ), dep
 
 
 def test_metrics_and_plots_are_not_cached_twice() -> None:

@@ -1,0 +1,160 @@
+"""Two CPU processes (gloo) give one search and one training: identical on every rank, and
+equal to a single process with the same global batch.
+
+Without SyncBatchNorm (CUDA only) each rank normalises its half of the batch, so the two
+runs differ by what BN statistics over 32 instead of 64 images change: the tolerances below.
+Adam turns small gradient differences of near-zero entries into full-size steps of either
+sign, so the alphas are compared by the direction of their update, the weights by value.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import TensorDataset
+
+from pcdarts import build_network, build_supernet, get_genotype
+from pcdarts.config import ArchitectConfig, SearchConfig, TrainConfig
+from pcdarts.data import make_loader
+from pcdarts.distributed import max_divergence
+from pcdarts.search import Searcher
+from pcdarts.train import Trainer
+
+pytestmark = pytest.mark.slow
+
+GLOBAL_BATCH, WORLD = 64, 2
+# Single process vs 2 ranks without SyncBatchNorm, measured on a 2-core CPU: cosine of the
+# alpha/beta updates 0.89-0.997 after 2 arch steps; max |weight difference| 0.03 after 4
+# training steps (lr 0.05).
+MIN_UPDATE_COSINE = 0.85
+WEIGHT_ATOL = 0.1
+
+
+def _data(n: int, size: int, seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, size, size, generator=g), torch.arange(n) % 10)
+
+
+def _search(world: int) -> tuple[Searcher, list[float]]:
+    torch.manual_seed(0)
+    model = build_supernet("cifar10", C=4, layers=3, num_classes=10, k=2)
+    config = SearchConfig(
+        epochs=2, warmup_epochs=1, lr=0.05, architect=ArchitectConfig(lr=0.05), eval_every=99
+    )
+    searcher = Searcher(model, config, torch.device("cpu"), show_progress=False)
+    divergence: list[float] = []
+    step = searcher._weight_step
+
+    def checked_step(x: torch.Tensor, y: torch.Tensor) -> Any:  # after every weight step
+        out = step(x, y)
+        divergence.append(max_divergence(list(searcher.model.parameters())))
+        return out
+
+    searcher._weight_step = checked_step  # type: ignore[method-assign]
+    batch = GLOBAL_BATCH // world
+    weights = make_loader(_data(128, 8, 1), None, batch, shuffle=True, seed=0)
+    arch = make_loader(_data(128, 8, 2), None, batch, shuffle=True, seed=1)
+    searcher.run(weights, arch)
+    return searcher, divergence
+
+
+def _train(world: int) -> tuple[Trainer, list[float]]:
+    torch.manual_seed(0)
+    model = build_network(get_genotype("pc_darts_cifar"), "cifar10", C=4, layers=3, auxiliary=False)
+    config = TrainConfig(epochs=2, lr=0.05, drop_path_prob=0.0, eval_every=99)
+    trainer = Trainer(model, config, torch.device("cpu"), show_progress=False)
+    divergence: list[float] = []
+    step = trainer._step
+
+    def checked_step(x: torch.Tensor, y: torch.Tensor) -> Any:
+        out = step(x, y)
+        divergence.append(max_divergence(list(trainer.model.parameters())))
+        return out
+
+    trainer._step = checked_step  # type: ignore[method-assign]
+    batch = GLOBAL_BATCH // world
+    train = make_loader(_data(128, 8, 3), None, batch, shuffle=True, seed=0)
+    test = make_loader(_data(64, 8, 4), None, batch, shuffle=False, seed=0)
+    trainer.run(train, test)
+    return trainer, divergence
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters (BN running statistics are per rank; DDP broadcasts rank 0's at each
+    forward and only rank 0 saves checkpoints)."""
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def _worker(rank: int, port: int, out: Path) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        searcher, search_div = _search(WORLD)
+        trainer, train_div = _train(WORLD)
+        torch.save(
+            {
+                "search": _state(searcher.model),
+                "arch": [p.detach().clone() for p in searcher.model.arch_parameters()],
+                "search_div": search_div,
+                "search_metrics": searcher.history[-1]["metrics"],
+                "train": _state(trainer.model),
+                "train_div": train_div,
+            },
+            out / f"rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("ddp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker, args=(port, out), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def test_every_rank_holds_the_same_arch_and_weights_after_every_step(
+    ranks: list[dict[str, Any]],
+) -> None:
+    for r in ranks:
+        assert len(r["search_div"]) == 4 and max(r["search_div"]) == 0.0  # 2 epochs x 2 steps
+        assert len(r["train_div"]) == 4 and max(r["train_div"]) == 0.0
+    for key in ("search", "train"):
+        for name, value in ranks[0][key].items():
+            torch.testing.assert_close(ranks[1][key][name], value, rtol=0, atol=0, msg=name)
+    assert ranks[0]["search_metrics"] == ranks[1]["search_metrics"]  # reduced, then logged
+
+
+def test_two_ranks_match_one_process_with_the_same_global_batch(
+    ranks: list[dict[str, Any]],
+) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    start = build_supernet("cifar10", C=4, layers=3, num_classes=10, k=2).arch_parameters()
+    single, _ = _search(1)
+    pairs = zip(ranks[0]["arch"], single.model.arch_parameters(), start, strict=True)
+    for got, want, initial in pairs:
+        ours, theirs = (got - initial).flatten(), (want.detach() - initial.detach()).flatten()
+        assert theirs.abs().max() > 0.05  # the arch steps moved the alphas
+        cosine = torch.nn.functional.cosine_similarity(ours, theirs, dim=0)
+        assert cosine >= MIN_UPDATE_COSINE
+    arch_names = ("alphas", "betas")
+    reference = _state(single.model)
+    for name, value in ranks[0]["search"].items():
+        if not name.startswith(arch_names):
+            torch.testing.assert_close(value, reference[name], rtol=0, atol=WEIGHT_ATOL)
+    trained, _ = _train(1)
+    reference = _state(trained.model)
+    for name, value in ranks[0]["train"].items():
+        torch.testing.assert_close(value, reference[name], rtol=0, atol=WEIGHT_ATOL)
