@@ -100,6 +100,24 @@ class TrainParams:
 
 
 @dataclass
+class TransferParams:
+    """SSD on COCO through MMDetection with the ImageNet-retrained backbone (SPEC §7).
+
+    The model, anchors and augmentation are the MMDetection config ``config`` names;
+    these are the knobs that change between runs. SPEC §7 gives only the input size
+    (320x320, in the config); the schedule is MMDetection's SSDLite 320 recipe.
+    """
+
+    config: str = "ssdlite_pcdarts_320_coco"  # detection/configs/<config>.py
+    pretrained: bool = True  # backbone from train_imagenet@imagenet; False: random init
+    epochs: int = 120  # MMDetection SSDLite 320: 120 epochs over 5x repeated train2017
+    batch_size: int = 192  # global: 8 GPUs x 24 (MMDetection SSDLite 320)
+    lr: float = 0.015  # SGD, cosine decay, for batch 192 (MMDetection SSDLite 320)
+    val_interval: int = 5  # epochs between COCO evaluations (the last is always evaluated)
+    log_interval: int = 50  # iterations between logged losses
+
+
+@dataclass
 class DeriveParams:
     cifar_network: NetworkParams = field(default_factory=NetworkParams)  # counted at 32x32
     imagenet_network: NetworkParams = field(default_factory=lambda: NetworkParams(C=48, layers=14))
@@ -170,6 +188,7 @@ class Params:
     derive: DeriveParams = field(default_factory=DeriveParams)
     train_cifar10: TrainParams = field(default_factory=TrainParams)
     train_imagenet: TrainParams = field(default_factory=TrainParams)
+    transfer_ssd: TransferParams = field(default_factory=TransferParams)
     report: ReportParams = field(default_factory=ReportParams)
     dist: DistParams = field(default_factory=DistParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)

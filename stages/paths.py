@@ -62,6 +62,18 @@ def train_outs(dataset: str, cell: str | None = None) -> dict[str, Path]:
     }
 
 
+def transfer_outs() -> dict[str, Path]:
+    """``transfer_ssd``: SSD on COCO with the ImageNet-searched backbone (SPEC §7)."""
+    d = Path("outputs/transfer_ssd")
+    return {
+        "model": d / "model.pth",  # the detector, MMDetection's checkpoint layout
+        "config": d / "config.py",  # the resolved MMDetection config it was trained with
+        "metrics": d / "metrics.json",
+        "curves": d / "curves.json",
+        "run": d / "mlflow_run.json",
+    }
+
+
 def report_outs() -> dict[str, Path]:
     d = Path("reports")
     return {

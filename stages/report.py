@@ -27,7 +27,14 @@ from pcdarts.ops import PRIMITIVES
 from stages.common import atomic_path, read_json, tracked, write_json
 from stages.config import REPO_ROOT, PaperImagenet, Params, load_params
 from stages.derive import paper_scale_counts
-from stages.paths import MANIFEST, derive_outs, report_outs, search_outs, train_outs
+from stages.paths import (
+    MANIFEST,
+    derive_outs,
+    report_outs,
+    search_outs,
+    train_outs,
+    transfer_outs,
+)
 from stages.paths import report_outs as outs  # noqa: F401 - the declarations test reads it
 from stages.tracking import finished_runs
 
@@ -166,6 +173,23 @@ def imagenet_rows(p: Params, r: RunInfo, cell: str) -> list[Row]:
         ),
         *_cost_rows(r, search, paper.search_gpu_days, f"search@{cell}"),
     ]
+
+
+def ssd_rows(p: Params, r: RunInfo) -> list[Row]:
+    m = _load(transfer_outs()["metrics"], "transfer_ssd")
+    init = "ImageNet-retrained" if m.get("pretrained", True) else "randomly initialised"
+    rows = [
+        r.row(
+            f"bbox AP ({init} backbone)",
+            100 * m["coco/bbox_mAP"],
+            p.report.paper.ssd_coco_ap,
+            "AP (%)",
+            "transfer_ssd",
+        )
+    ]
+    for key, what in (("coco/bbox_mAP_50", "AP50"), ("coco/bbox_mAP_75", "AP75")):
+        rows.append(r.row(what, 100 * m[key], None, "AP (%)", "transfer_ssd"))
+    return rows
 
 
 def stable_since(history: list[dict[str, Any]]) -> int | None:
@@ -338,6 +362,7 @@ def build_report(p: Params) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         "CIFAR-10": cifar_rows(p, r),
         "ImageNet, CIFAR-searched cell": imagenet_rows(p, r, "cifar10"),
         "ImageNet, ImageNet-searched cell": imagenet_rows(p, r, "imagenet"),
+        "SSD on COCO, ImageNet-searched backbone": ssd_rows(p, r),
     }
     blocks: list[tuple[str, Any]] = [("h1", "PC-DARTS reproduction: results")]
     blocks.append(("p", f"Profile `{p.profile}`, seed {p.seed}, data: {data}."))
@@ -441,7 +466,8 @@ def to_html(blocks: list[tuple[str, Any]]) -> str:
 def main() -> None:
     p = load_params()
     o = {k: REPO_ROOT / v for k, v in report_outs().items()}
-    upstream = [train_outs("cifar10")["run"]] + [train_outs("imagenet", c)["run"] for c in DATASETS]
+    upstream = [train_outs("cifar10")["run"], transfer_outs()["run"]]
+    upstream += [train_outs("imagenet", c)["run"] for c in DATASETS]
     with tracked(
         p, "report", params=p.report, run_file=report_outs()["run"], upstream_run_files=upstream
     ) as tracker:

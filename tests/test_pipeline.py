@@ -62,7 +62,11 @@ SHRINK = [  # tiny profile, smaller still: seconds per stage
         )
     ),
     "train_cifar10.image_size=8",
-    "derive.cifar_network.layers=5",  # counted at 32x32 / 224x224 all the same
+    "derive.cifar_network.layers=5",
+    "transfer_ssd.epochs=1",
+    "transfer_ssd.batch_size=4",
+    "transfer_ssd.val_interval=1",
+    "transfer_ssd.log_interval=1",  # counted at 32x32 / 224x224 all the same
     "derive.imagenet_network.layers=5",
 ]
 SEARCH_PARAM = "search.cifar10.loop.lr"
@@ -161,7 +165,7 @@ def test_a_search_param_reruns_its_downstream_and_the_run_cache_restores(
         "train_cifar10",
         "train_imagenet@cifar10",
         "report",
-    }
+    }  # not transfer_ssd: it reads the ImageNet-searched cell
     pipeline.compose(f"{SEARCH_PARAM}=0.05")
     changed = pipeline.run("dvc", "repro")
     assert ran(changed) == downstream, changed
@@ -215,6 +219,7 @@ STAGE_METRIC = {
     "train_cifar10": "test/top1_err",
     "train_imagenet": "test/top5_err",
     "search_seed": "search/alpha_entropy",
+    "transfer_ssd": "coco/bbox_mAP_50",
     "report": "report/cifar10_test_top1_err",
 }
 
@@ -250,6 +255,7 @@ def test_one_mlflow_run_per_stage_with_params_metrics_tags_artifacts(pipeline: P
             "train_cifar10": {"metrics.json", "genotype.json"},
             "train_imagenet": {"metrics.json", "genotype.json"},
             "search_seed": {"genotype.json", "history.json", "metrics.json"},
+            "transfer_ssd": {"metrics.json"},
             "report": {"report"},
         }[stage]
         assert expected <= artifacts, (name, artifacts)

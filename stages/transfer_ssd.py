@@ -1,0 +1,93 @@
+"""Stage `transfer_ssd`: SSD on COCO with the ImageNet-retrained PC-DARTS backbone (SPEC §7).
+
+    python -m stages.transfer_ssd
+
+Converts ``train_imagenet@imagenet``'s network into MMDetection backbone weights, trains
+the SSD of ``transfer_ssd.config`` with MMEngine's Runner (resuming from
+.checkpoints/transfer_ssd/<config hash>/), evaluates on val2017 with CocoMetric and
+writes AP, AP50, AP75 and AP by size, the detector and its resolved config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import torch
+
+from detection.checkpoint import convert_imagenet_checkpoint
+from detection.configs import config_file
+from detection.transfer import BackboneInit, CocoData, Schedule, build_config, train_and_evaluate
+from stages.common import (
+    CHECKPOINT_DIR,
+    atomic_path,
+    config_hash,
+    configure_threads,
+    per_process_batch,
+    read_json,
+    save_torch,
+    tracked,
+    write_json,
+)
+from stages.config import REPO_ROOT, TransferParams, load_params
+from stages.paths import MANIFEST, train_outs
+from stages.paths import transfer_outs as outs
+
+# The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
+PARAMS = ["seed", "profile", "data.num_workers", "transfer_ssd"]
+STAGE = "transfer_ssd"
+
+
+def main() -> None:
+    p = load_params()
+    tp: TransferParams = p.transfer_ssd
+    configure_threads()
+    coco = read_json(REPO_ROOT / MANIFEST, "prepare")["datasets"]["coco"]
+    data = CocoData(REPO_ROOT / coco["root"], tuple(coco["categories"]))
+    imagenet_file = REPO_ROOT / train_outs("imagenet", "imagenet")["model"]
+    if not imagenet_file.is_file():
+        raise FileNotFoundError(f"{imagenet_file} is missing: dvc repro train_imagenet@imagenet")
+    weights = convert_imagenet_checkpoint(torch.load(imagenet_file, map_location="cpu"))
+    digest = hashlib.sha256(imagenet_file.read_bytes()).hexdigest()
+    work_dir = CHECKPOINT_DIR / STAGE / config_hash([tp, p.seed, coco, digest])
+    backbone_file = work_dir / "backbone.pth"
+    save_torch(backbone_file, weights)
+    meta = weights["meta"]
+    backbone = BackboneInit(
+        meta["genotype"], meta["C"], meta["layers"], backbone_file if tp.pretrained else None
+    )
+    batch = per_process_batch(tp.batch_size, "transfer_ssd.batch_size")
+    schedule = Schedule(
+        tp.epochs, batch, tp.lr, tp.val_interval, tp.log_interval, p.data.num_workers
+    )
+    cfg = build_config(config_file(tp.config), data, schedule, backbone, p.seed)
+    o = {k: REPO_ROOT / v for k, v in outs().items()}
+    with tracked(
+        p,
+        STAGE,
+        params=tp,
+        run_file=outs()["run"],
+        dataset=f"coco:{coco['root']}",
+        dataset_size=coco["train2017"]["images"],
+        upstream_run_files=[train_outs("imagenet", "imagenet")["run"]],
+    ) as tracker:
+        tracker.log_dict(meta["genotype"], "genotype.json")
+        result = train_and_evaluate(cfg, work_dir, tracker.log_metrics)
+        summary = {**result.metrics, "pretrained": tp.pretrained, "profile": p.profile}
+        write_json(o["metrics"], summary)
+        write_json(o["curves"], result.history)
+        save_torch(o["model"], result.checkpoint)
+        with atomic_path(o["config"]) as tmp:
+            tmp.write_text(cfg.pretty_text)
+        tracker.log_summary(result.metrics)
+        for name in ("metrics", "config"):
+            tracker.log_artifact(o[name])
+    shutil.rmtree(work_dir, ignore_errors=True)  # done: nothing left to resume
+    print(
+        f"{STAGE}: bbox AP {result.metrics['coco/bbox_mAP']:.3f}, AP50 "
+        f"{result.metrics['coco/bbox_mAP_50']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

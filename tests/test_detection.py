@@ -1,0 +1,209 @@
+"""detection/: the PC-DARTS backbone in MMDetection, checkpoint conversion, SSD end to end.
+
+Tiny networks and 64 px canvases on CPU. Skipped where MMDetection is not installed
+(``make venv`` builds mmcv and installs the ``detection`` extra), never in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+if os.environ.get("CI"):  # CI installs the detection extra: a failed import is a real failure
+    import mmdet.models  # noqa: F401
+else:
+    pytest.importorskip(
+        "mmdet.models",
+        reason="MMDetection is not installed: `make venv` builds mmcv and installs it",
+    )
+
+from mmdet.registry import MODELS  # noqa: E402
+from mmdet.structures import DetDataSample  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+from detection.backbone import PCDARTSBackbone, cell_channels, cell_strides  # noqa: E402
+from detection.checkpoint import (  # noqa: E402
+    BACKBONE_PREFIX,
+    convert_imagenet_checkpoint,
+    load_backbone_state,
+)
+from detection.configs import CONFIGS, config_file  # noqa: E402
+from detection.transfer import (  # noqa: E402
+    COCO_METRICS,
+    BackboneInit,
+    CocoData,
+    Schedule,
+    build_config,
+    train_and_evaluate,
+)
+from pcdarts import build_network, get_genotype  # noqa: E402
+from stages.embedded_data import write_digits_coco  # noqa: E402
+
+TINY = {"C": 8, "layers": 6}  # cells 0-1 at stride 8, 2-3 at 16, 4-5 at 32
+GENOTYPE = "pc_darts_imagenet"
+
+
+def backbone(**kwargs: Any) -> PCDARTSBackbone:
+    cfg = {"type": "PCDARTSBackbone", "genotype": GENOTYPE, **TINY, "out_indices": (1, 3, 5)}
+    module = MODELS.build({**cfg, **kwargs})
+    assert isinstance(module, PCDARTSBackbone)
+    return module
+
+
+def imagenet_checkpoint(C: int = 8, layers: int = 6) -> dict[str, Any]:  # noqa: N803
+    """What stages.train writes for the ImageNet network (with auxiliary head)."""
+    network = {"dataset": "imagenet", "C": C, "layers": layers, "num_classes": 10}
+    net = build_network(get_genotype(GENOTYPE), auxiliary=True, **network)
+    for p in net.parameters():  # not the default init: a real load must change the backbone
+        nn.init.normal_(p)
+    return {
+        "model": net.state_dict(),
+        "genotype": get_genotype(GENOTYPE).to_dict(),
+        "network": {**network, "auxiliary": True},
+        "params": {},
+    }
+
+
+def test_backbone_builds_through_the_registry_and_returns_its_cells() -> None:
+    net = backbone().eval()
+    feats = net(torch.zeros(2, 3, 64, 64))
+    assert [f.shape for f in feats] == [(2, 32, 8, 8), (2, 64, 4, 4), (2, 128, 2, 2)]
+    assert net.channels == (32, 64, 128) and net.strides == (8, 16, 32)
+
+
+def test_genotype_from_a_json_file(tmp_path: Path) -> None:
+    path = tmp_path / "genotype.json"
+    path.write_text(json.dumps(get_genotype(GENOTYPE).to_dict()))
+    assert backbone(genotype=str(path)).genotype == get_genotype(GENOTYPE)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"out_indices": (1, 6)}, ValueError, "outside cells"),
+        ({"out_indices": (3, 1)}, ValueError, "must increase"),
+        ({"frozen_stages": 9}, ValueError, "frozen_stages"),
+        ({"C": 7}, ValueError, "even"),
+        ({"genotype": "no_such_cell"}, KeyError, "pc_darts_imagenet"),
+        ({"genotype": "missing.json"}, FileNotFoundError, "missing.json"),
+        ({"init_cfg": {"type": "Pretrained", "checkpoint": "nope.pth"}}, FileNotFoundError, "nope"),
+    ],
+)
+def test_bad_arguments_fail_up_front(kwargs: dict[str, Any], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        backbone(**kwargs)
+
+
+def test_frozen_stages_fix_the_stem_and_first_cells() -> None:
+    net = backbone(frozen_stages=1).train()
+    assert not any(p.requires_grad for p in net.stem.parameters())
+    assert not any(p.requires_grad for p in net.cells[0].parameters())
+    assert all(p.requires_grad for p in net.cells[1].parameters())
+    assert not any(m.training for m in net.stem.modules())
+    assert all(m.training for m in net.cells[1].modules())
+
+
+def test_norm_eval_keeps_batchnorm_statistics_fixed() -> None:
+    net = backbone(norm_eval=True).train()
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    assert all(p.requires_grad for p in net.parameters())
+    before = [m.running_mean.clone() for m in norms]
+    net(torch.randn(2, 3, 32, 32))
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms, strict=True))
+
+
+def test_conversion_round_trips_every_backbone_weight(tmp_path: Path) -> None:
+    checkpoint = imagenet_checkpoint()
+    converted = convert_imagenet_checkpoint(checkpoint)
+    net = backbone()
+    expected = {BACKBONE_PREFIX + k for k in net.state_dict()}
+    assert set(converted["state_dict"]) == expected  # no classifier, aux head or extra state
+    assert converted["meta"]["C"] == TINY["C"] and converted["meta"]["layers"] == TINY["layers"]
+    path = tmp_path / "backbone.pth"
+    torch.save(converted, path)
+    loaded = backbone(init_cfg={"type": "Pretrained", "checkpoint": str(path)})
+    loaded.init_weights()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, checkpoint["model"][key]), key
+    assert set(load_backbone_state(path)) == set(net.state_dict())
+
+
+def test_a_checkpoint_of_another_size_fails_loudly(tmp_path: Path) -> None:
+    path = tmp_path / "backbone.pth"
+    torch.save(convert_imagenet_checkpoint(imagenet_checkpoint(C=12)), path)
+    net = backbone(init_cfg={"type": "Pretrained", "checkpoint": str(path)})
+    with pytest.raises(ValueError, match="backbone.pth"):
+        net.init_weights()
+
+
+def test_conversion_refuses_the_cifar_network() -> None:
+    checkpoint = imagenet_checkpoint()
+    checkpoint["network"]["dataset"] = "cifar10"
+    with pytest.raises(ValueError, match="ImageNet network"):
+        convert_imagenet_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_configs_backbone_fits_the_ssd_neck_and_anchors(name: str) -> None:
+    model = Config.fromfile(str(config_file(name))).model
+    b, neck, head = model.backbone, model.neck, model.bbox_head
+    channels = [cell_channels(b.C, b.layers)[i] for i in b.out_indices]
+    strides = [cell_strides(b.layers)[i] for i in b.out_indices]
+    assert tuple(neck.in_channels) == tuple(channels)
+    assert tuple(neck.out_channels[: len(channels)]) == tuple(channels)
+    assert tuple(head.in_channels) == tuple(neck.out_channels)
+    assert list(head.anchor_generator.strides[: len(strides)]) == strides
+    assert head.type == "PredictableSSDHead"
+
+
+def test_tiny_detector_predicts_without_the_loss_cls_crash() -> None:
+    """mmdetection#11780: SSDHead's predict read a loss_cls it never set."""
+    cfg = Config.fromfile(str(config_file("ssdlite_pcdarts_tiny_digits")))
+    detector = MODELS.build(cfg.model).eval()
+    sample = DetDataSample(metainfo={"img_shape": (128, 128), "ori_shape": (128, 128)})
+    sample.set_metainfo({"scale_factor": (1.0, 1.0), "batch_input_shape": (128, 128)})
+    with torch.no_grad():
+        results = detector(torch.zeros(1, 3, 128, 128), [sample], mode="predict")
+    assert results[0].pred_instances.bboxes.shape[-1] == 4
+
+
+@pytest.mark.slow
+def test_ssd_trains_evaluates_and_resumes_on_tiny_coco(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    root = tmp_path / "coco"
+    write_digits_coco(
+        root, canvas_size=64, images_train=16, images_val=8, scale_range=(16, 32), seed=0
+    )
+    categories = json.loads((root / "annotations/instances_val2017.json").read_text())
+    classes = tuple(c["name"] for c in sorted(categories["categories"], key=lambda c: c["id"]))
+    genotype = get_genotype(GENOTYPE).to_dict()
+    weights = tmp_path / "backbone.pth"
+    checkpoint = imagenet_checkpoint(C=12, layers=6)
+    torch.save(convert_imagenet_checkpoint(checkpoint), weights)
+    cfg = build_config(
+        config_file("ssdlite_pcdarts_tiny_digits"),
+        CocoData(root, classes),
+        Schedule(epochs=1, batch_size=4, lr=0.01, val_interval=1, log_interval=2),
+        BackboneInit(genotype, 12, 6, weights),
+        seed=0,
+    )
+    logged: list[tuple[dict[str, float], int]] = []
+    result = train_and_evaluate(cfg, tmp_path / "work", lambda m, step: logged.append((m, step)))
+    assert set(result.metrics) == set(COCO_METRICS)
+    assert all(-1.0 <= v <= 1.0 for v in result.metrics.values())  # -1: no object of a size
+    assert any("train/loss" in m for m, _ in logged) and any("val/bbox_mAP" in m for m, _ in logged)
+    assert result.history[0]["epoch"] == 1 and "train/loss" in result.history[0]
+    state = result.checkpoint["state_dict"]
+    assert any(k.startswith("backbone.cells.") for k in state)
+    assert result.checkpoint["meta"]["dataset_meta"]["classes"] == classes
+    # Rerun in the same folder: resumes after the last epoch and only evaluates.
+    again = train_and_evaluate(cfg, tmp_path / "work", lambda m, step: None)
+    assert again.metrics == pytest.approx(result.metrics)
+    assert again.history[0]["epoch"] == 1
