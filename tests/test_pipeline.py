@@ -53,21 +53,22 @@ SHRINK = [  # tiny profile, smaller still: seconds per stage
         f"train_{d}.{k}"
         for d in ("cifar10", "imagenet")
         for k in (
-            "network.C=4",
-            "network.layers=3",
             "network.auxiliary=false",
             "batch_size=256",
             "loop.epochs=1",
             "loop.lr_warmup_epochs=0",
         )
     ),
+    # train_imagenet keeps the tiny network: the tiny SSD config is built for its channels
+    "train_cifar10.network.C=4",
+    "train_cifar10.network.layers=3",
     "train_cifar10.image_size=8",
-    "derive.cifar_network.layers=5",
+    "derive.cifar_network.layers=5",  # counted at 32x32 / 224x224 all the same
+    "derive.imagenet_network.layers=5",
     "transfer_ssd.epochs=1",
     "transfer_ssd.batch_size=4",
     "transfer_ssd.val_interval=1",
-    "transfer_ssd.log_interval=1",  # counted at 32x32 / 224x224 all the same
-    "derive.imagenet_network.layers=5",
+    "transfer_ssd.log_interval=1",
 ]
 SEARCH_PARAM = "search.cifar10.loop.lr"
 
