@@ -25,8 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from pcdarts import Architect, ArchitectConfig, Supernet, build_supernet
+from pcdarts.runtime import frozen
 
 WARMUP_STEPS = 2
 # Weight SGD of the benchmark: the CIFAR evaluation values the brief fixes (SPEC §5/§6).
@@ -50,23 +51,6 @@ REFERENCE: dict[int, dict[str, float]] = {
     4: {"step_s": 4.1, "peak_mb": 1500.0, "saved_mb": 1200.0},
 }
 MB = 1e6  # the reference's "GB" are read as 1e9 bytes
-
-
-@contextmanager
-def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
-    """Temporarily stop ``params`` requiring grad (the arch parameters during a weight step).
-
-    No alpha/beta gradients are needed there, so autograd neither keeps the op outputs
-    that only the alpha gradient reads nor computes that gradient.
-    """
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
 
 
 def weight_step(model: Supernet, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Tensor:

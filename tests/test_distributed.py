@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ def _data(n: int, size: int, seed: int) -> TensorDataset:
     return TensorDataset(torch.randn(n, 3, size, size, generator=g), torch.arange(n) % 10)
 
 
+def _checked(step: Callable[..., Any], module: torch.nn.Module, log: list[float]) -> Any:
+    """``step``, then record how far the ranks' parameters are apart."""
+
+    def checked(x: torch.Tensor, y: torch.Tensor) -> Any:
+        out = step(x, y)
+        log.append(max_divergence(list(module.parameters())))
+        return out
+
+    return checked
+
+
 def _search(world: int) -> tuple[Searcher, list[float]]:
     torch.manual_seed(0)
     model = build_supernet("cifar10", C=4, layers=3, num_classes=10, k=2)
@@ -49,15 +61,8 @@ def _search(world: int) -> tuple[Searcher, list[float]]:
         epochs=2, warmup_epochs=1, lr=0.05, architect=ArchitectConfig(lr=0.05), eval_every=99
     )
     searcher = Searcher(model, config, torch.device("cpu"), show_progress=False)
-    divergence: list[float] = []
-    step = searcher._weight_step
-
-    def checked_step(x: torch.Tensor, y: torch.Tensor) -> Any:  # after every weight step
-        out = step(x, y)
-        divergence.append(max_divergence(list(searcher.model.parameters())))
-        return out
-
-    searcher._weight_step = checked_step  # type: ignore[method-assign]
+    divergence: list[float] = []  # after every weight step
+    searcher._weight_step = _checked(searcher._weight_step, searcher.model, divergence)  # type: ignore[method-assign]
     batch = GLOBAL_BATCH // world
     weights = make_loader(_data(128, 8, 1), None, batch, shuffle=True, seed=0)
     arch = make_loader(_data(128, 8, 2), None, batch, shuffle=True, seed=1)
@@ -71,14 +76,7 @@ def _train(world: int) -> tuple[Trainer, list[float]]:
     config = TrainConfig(epochs=2, lr=0.05, drop_path_prob=0.0, eval_every=99)
     trainer = Trainer(model, config, torch.device("cpu"), show_progress=False)
     divergence: list[float] = []
-    step = trainer._step
-
-    def checked_step(x: torch.Tensor, y: torch.Tensor) -> Any:
-        out = step(x, y)
-        divergence.append(max_divergence(list(trainer.model.parameters())))
-        return out
-
-    trainer._step = checked_step  # type: ignore[method-assign]
+    trainer._step = _checked(trainer._step, trainer.model, divergence)  # type: ignore[method-assign]
     batch = GLOBAL_BATCH // world
     train = make_loader(_data(128, 8, 3), None, batch, shuffle=True, seed=0)
     test = make_loader(_data(64, 8, 4), None, batch, shuffle=False, seed=0)
