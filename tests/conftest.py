@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-REFERENCE_CASES = (
-    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcdarts_reference_cases.pt"
+# Beside the repository in shared/; PCDARTS_REFERENCE_CASES names another copy.
+REFERENCE_CASES = Path(
+    os.environ.get(
+        "PCDARTS_REFERENCE_CASES",
+        Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcdarts_reference_cases.pt",
+    )
 )
 
 # Tiny tensors gain nothing from threads, and OpenMP spin-waits make 2 threads on a
@@ -22,7 +27,8 @@ def reference() -> dict[str, Any]:
     """Inputs and outputs recorded from the reference PC-DARTS code (shared/fixtures)."""
     if not REFERENCE_CASES.exists():
         pytest.skip(
-            f"reference cases not found at {REFERENCE_CASES} (they live beside the repo in shared/)"
+            f"reference cases not found at {REFERENCE_CASES} (they live beside the repo in "
+            "shared/; set PCDARTS_REFERENCE_CASES to another copy)"
         )
     return torch.load(REFERENCE_CASES)
 
