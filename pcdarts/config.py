@@ -38,7 +38,7 @@ class SearchConfig:
         False  # SyncBatchNorm in the supernet under torchrun (CUDA; BN over the global batch)
     )
     bf16: bool = False  # CUDA only; off by default: it changes the paper's numerics
-    channels_last: bool = False  # CUDA memory format; off by default
+    channels_last: bool = False  # CUDA only (contiguous on a CPU); off by default
 
 
 @dataclass(frozen=True)
@@ -57,4 +57,4 @@ class TrainConfig:
     label_smoothing: float = 0.0  # 0.1 for ImageNet (SPEC §6)
     eval_every: int = 1  # evaluate every n epochs (and after the last)
     bf16: bool = False  # CUDA only; off by default: it changes the paper's numerics
-    channels_last: bool = False
+    channels_last: bool = False  # CUDA only (contiguous on a CPU); off by default

@@ -163,8 +163,21 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
+def memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
+    """Channels-last on CUDA when asked; the contiguous format elsewhere (one code path).
+
+    Not on the CPU: there PyTorch 2.14.1's convolution backward on a channel slice of a
+    channels-last tensor (MixedOp's partial channels are such slices) corrupts the heap
+    ("corrupted double-linked list", or a hang), and channels-last buys nothing on it.
+    """
+    on_gpu = channels_last and device.type == "cuda"
+    return torch.channels_last if on_gpu else torch.contiguous_format
+
+
 def to_device(batch: Sequence[Tensor], device: torch.device, channels_last: bool) -> list[Tensor]:
+    """``batch`` on ``device``, images (the first tensor, (N, C, H, W)) in the memory format
+    of :func:`memory_format`."""
     out = [t.to(device, non_blocking=True) for t in batch]
-    if channels_last and out[0].dim() == 4:
-        out[0] = out[0].contiguous(memory_format=torch.channels_last)
+    if out[0].dim() == 4:
+        out[0] = out[0].contiguous(memory_format=memory_format(device, channels_last))
     return out

@@ -29,6 +29,7 @@ from pcdarts.runtime import (
     autocast,
     check_finite,
     frozen,
+    memory_format,
     progress,
     rng_state,
     set_rng_state,
@@ -64,7 +65,7 @@ class Searcher:
             nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the BNs are children
         self.model = model.to(device)
         if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=memory_format(device, channels_last=True))
         # The weight step runs through DDP; the arch step and evaluation use the module itself.
         self.ddp = wrap_ddp(self.model, device, exclude=model.arch_parameters())
         self.config = config

@@ -25,6 +25,7 @@ from pcdarts.runtime import (
     Stopwatch,
     autocast,
     check_finite,
+    memory_format,
     progress,
     rng_state,
     set_rng_state,
@@ -57,7 +58,7 @@ class Trainer:
     ) -> None:
         self.model = model.to(device)
         if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=memory_format(device, channels_last=True))
         self.ddp = wrap_ddp(self.model, device)  # the model itself in a single process
         self.config = config
         self.device = device

@@ -175,3 +175,18 @@ def test_training_resume_is_exact_and_tracks() -> None:
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b)
     assert res_resumed.metrics["test/top1_err"] == res_full.metrics["test/top1_err"]
+
+
+def test_channels_last_and_bf16_are_cuda_only() -> None:
+    """On a CPU both switches leave the fp32, contiguous path, bit for bit (PyTorch 2.14.1's
+    CPU conv backward on a channel slice of a channels-last tensor corrupts the heap)."""
+    results = []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        config = replace(TINY_SEARCH, epochs=2, bf16=fast, channels_last=fast)
+        searcher = Searcher(_supernet(), config, CPU, show_progress=False)
+        searcher.run(_loader(16, 1), _loader(16, 2))
+        assert all(p.is_contiguous() for p in searcher.model.parameters())
+        results.append(searcher.model.state_dict())
+    for name, value in results[0].items():
+        torch.testing.assert_close(results[1][name], value, rtol=0, atol=0, msg=name)

@@ -1,0 +1,35 @@
+"""The benchmarks run: a few tiny iterations on the CPU (their numbers are not checked here;
+speed is read off the printed table, never asserted by a timed test)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_search_throughput_runs_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load("search_throughput")
+    tiny = "--device cpu --C 4 --layers 3 --k 2 --batch 4 --image-size 8 --warmup 1 --steps 1"
+    rows = bench.main([*tiny.split(), "--rounds", "1", "--threads", "1"])
+    # bf16 autocast and channels-last are CUDA-only in the library: on a CPU only fp32 runs.
+    assert list(rows) == ["fp32"]
+    for row in rows.values():
+        assert row["step_s"] > 0 and math.isnan(row["peak_mb"])  # no CUDA peak on a CPU
+    out = capsys.readouterr().out
+    assert "x fp32" in out and "CUDA-only" in out
