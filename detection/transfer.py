@@ -4,6 +4,10 @@
 classes, schedule, backbone); :func:`train_and_evaluate` trains it, resuming from its work
 folder, evaluates with MMDetection's ``CocoMetric`` (pycocotools) and returns the COCO
 metrics, per-epoch curves and the detector's checkpoint. Metrics leave through a callback.
+
+Under torchrun (a process group already joined, see ``pcdarts.distributed``) the Runner uses
+MMEngine's ``pytorch`` launcher: DDP, ``DefaultSampler`` shards, ``CocoMetric`` gathering
+every rank's predictions, checkpoints saved by rank 0 and loaded by every rank.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
+from torch import nn
 
 import detection.backbone  # noqa: F401 - registers PCDARTSBackbone
 import detection.ssd_head  # noqa: F401 - registers PredictableSSDHead
+from pcdarts.distributed import is_distributed, max_divergence, reduce_sums
+from pcdarts.runtime import Cost, Stopwatch
 
 OnMetrics = Callable[[Mapping[str, float], int], None]
 # CocoMetric's summary, as MMDetection names it: AP over IoU .50:.95, at .50, at .75, and
@@ -61,6 +71,7 @@ class BackboneInit:
 @dataclass
 class TransferResult:
     metrics: dict[str, float]  # COCO_METRICS of the final model on val2017
+    cost: Cost  # wall time across resumes x processes
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     checkpoint: dict[str, Any] = field(default_factory=dict)  # {"state_dict", "meta"}
 
@@ -100,7 +111,6 @@ def build_config(
     # One checkpoint per epoch, only the last kept: enough to resume.
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=1, max_keep_ckpts=1)
     cfg.randomness = dict(seed=seed, deterministic=False)
-    cfg.launcher = "none"
     return cfg
 
 
@@ -123,52 +133,94 @@ def _leaf_datasets(dataset: ConfigDict) -> Iterator[ConfigDict]:
         yield dataset
 
 
+@MODEL_WRAPPERS.register_module()
+class DeviceDistributedDataParallel(MMDistributedDataParallel):
+    """MMEngine's DDP wrapper, on the device the run asked for, GPU or CPU.
+
+    The Runner moves the detector to MMEngine's own pick (CUDA when present) and passes
+    ``device_ids=[LOCAL_RANK]``, which DDP accepts for a GPU module only; this wrapper moves
+    the detector to ``device`` first and keeps ``device_ids`` for CUDA alone, so a CPU (gloo)
+    run takes the same path as a GPU (NCCL) one.
+    """
+
+    def __init__(
+        self, module: nn.Module, device: str, device_ids: list[int] | None = None, **kwargs: Any
+    ) -> None:
+        on_gpu = torch.device(device).type == "cuda"
+        super().__init__(
+            module=module.to(device), device_ids=device_ids if on_gpu else None, **kwargs
+        )
+
+
 class MetricsHook(Hook):
     """Sends losses (every ``interval`` iterations, step = iteration) and evaluations (step =
-    epoch) to ``on_metrics``; keeps per-epoch rows, saved in and restored from checkpoints."""
+    epoch) to ``on_metrics``; keeps per-epoch rows and the wall time, saved in and restored
+    from checkpoints. Losses are averaged over the ranks before they leave."""
 
     priority = "NORMAL"  # before CheckpointHook (VERY_LOW): a saved epoch has its row
 
-    def __init__(self, on_metrics: OnMetrics, interval: int) -> None:
+    def __init__(self, on_metrics: OnMetrics, interval: int, device: torch.device) -> None:
         self.on_metrics = on_metrics
         self.interval = interval
+        self.device = device
         self.history: list[dict[str, float]] = []
+        self.clock = Stopwatch(device)
         self._sums: dict[str, float] = {}
         self._count = 0
 
     def after_train_iter(
         self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
-        losses = {f"train/{k}": _scalar(v) for k, v in (outputs or {}).items()}
+        losses = {f"train/{k}": _scalar(v) for k, v in sorted((outputs or {}).items())}
         for key, value in losses.items():
             self._sums[key] = self._sums.get(key, 0.0) + value
         self._count += 1
         if self.every_n_train_iters(runner, self.interval):
             lr = float(runner.optim_wrapper.get_lr()["lr"][0])
-            self.on_metrics({**losses, "train/lr": lr}, runner.iter + 1)
+            self.on_metrics({**self._mean(losses, 1), "train/lr": lr}, runner.iter + 1)
 
     def after_train_epoch(self, runner: Runner) -> None:
         row = {"epoch": float(runner.epoch + 1)}
-        row.update({k: v / max(self._count, 1) for k, v in self._sums.items()})
+        row.update(self._mean(self._sums, self._count))
         row["train/lr"] = float(runner.optim_wrapper.get_lr()["lr"][0])
         self.history.append(row)
         self._sums, self._count = {}, 0
+
+    def _mean(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        """Per-rank sums over ``count`` iterations, averaged over iterations and ranks."""
+        *totals, n = reduce_sums([*sums.values(), float(count)], self.device)
+        return {k: v / max(n, 1.0) for k, v in zip(sums, totals, strict=True)}
 
     def after_val_epoch(self, runner: Runner, metrics: dict[str, Any] | None = None) -> None:
         values = {
             f"val/{k.split('/')[-1]}": float(v)
             for k, v in (metrics or {}).items()
             if isinstance(v, int | float)
-        }
+        }  # CocoMetric gathered every rank's predictions: the same values on every rank
         self.on_metrics(values, runner.epoch)
         if self.history and self.history[-1]["epoch"] == runner.epoch:
             self.history[-1].update(values)
 
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict[str, Any]) -> None:
         checkpoint["pcdarts_history"] = list(self.history)
+        checkpoint["pcdarts_seconds"] = self.clock.seconds
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("pcdarts_history", []))
+        self.clock = Stopwatch(self.device, checkpoint.get("pcdarts_seconds", 0.0))
+
+
+class DivergenceHook(Hook):
+    """Records, after every iteration, how far the ranks' weights are apart (0.0 when DDP
+    keeps them identical): a check for tests and debugging, one collective per iteration."""
+
+    def __init__(self) -> None:
+        self.divergence: list[float] = []
+
+    def after_train_iter(
+        self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
+    ) -> None:
+        self.divergence.append(max_divergence(list(_unwrap(runner.model).parameters())))
 
 
 @contextlib.contextmanager
@@ -191,25 +243,52 @@ def trusted_checkpoints() -> Iterator[None]:
             os.environ[key] = before
 
 
-def train_and_evaluate(cfg: Config, work_dir: Path, on_metrics: OnMetrics) -> TransferResult:
-    """Train ``cfg`` in ``work_dir`` (resuming from its last checkpoint there), evaluate on
-    val2017 with ``CocoMetric``; returns the metrics, the curves and the final checkpoint."""
+def train_and_evaluate(
+    cfg: Config,
+    work_dir: Path,
+    on_metrics: OnMetrics,
+    device: torch.device,
+    hooks: tuple[Hook, ...] = (),
+) -> TransferResult:
+    """Train ``cfg`` on ``device`` in ``work_dir`` (resuming from its last checkpoint there),
+    evaluate on val2017 with ``CocoMetric``; returns the metrics, the cost, the curves and the
+    final checkpoint. Under torchrun every rank calls this; ``device`` is the rank's own."""
     cfg = cfg.copy()
     cfg.work_dir = str(work_dir)
     cfg.resume = True  # from work_dir's last checkpoint, if any
+    cfg.launcher = "pytorch" if is_distributed() else "none"  # the group is already joined
+    for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
+        # Gather every rank's predictions through the process group (all_gather_object, NCCL
+        # or gloo), not MMEngine's default of pickles in ./.dist_test/, a folder in the
+        # repository that every machine would have to share.
+        evaluator.collect_device = "gpu"
+    # MMEngine's defaults for its DDP wrapper, on our device.
+    cfg.model_wrapper_cfg = dict(
+        type="DeviceDistributedDataParallel", device=str(device), broadcast_buffers=False
+    )
     runner = Runner.from_cfg(cfg)
-    hook = MetricsHook(on_metrics, cfg.default_hooks.logger.interval)
-    runner.register_hook(hook)
+    if not is_distributed():
+        runner.model.to(device)  # unwrapped: the optimizer is built later, in train()
+    hook = MetricsHook(on_metrics, cfg.default_hooks.logger.interval, device)
+    for extra in (hook, *hooks):
+        runner.register_hook(extra)
     with trusted_checkpoints():
-        model = runner.train()
+        runner.train()
         last = hook.history[-1] if hook.history else {}
         if "val/bbox_mAP" in last and last["epoch"] == cfg.train_cfg.max_epochs:
             metrics = {name: last[f"val/{name.split('/')[-1]}"] for name in COCO_METRICS}
         else:  # resumed after the last epoch: nothing was evaluated in this process
             metrics = {name: float(runner.test()[name]) for name in COCO_METRICS}
+    model = _unwrap(runner.model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = {"dataset_meta": dict(runner.train_dataloader.dataset.metainfo), "epoch": runner.epoch}
-    return TransferResult(metrics, hook.history, {"state_dict": state, "meta": meta})
+    return TransferResult(
+        metrics, hook.clock.cost(), hook.history, {"state_dict": state, "meta": meta}
+    )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, MMDistributedDataParallel) else model
 
 
 def _scalar(value: Any) -> float:

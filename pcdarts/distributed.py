@@ -47,6 +47,12 @@ def init_from_env(device: str = "auto") -> torch.device | None:
     return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
 
 
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has written a file the others read)."""
+    if is_distributed():
+        dist.barrier()
+
+
 def all_reduce_mean_(tensors: Sequence[Tensor]) -> None:
     """Average ``tensors`` over the ranks, in place (one flattened collective)."""
     if not is_distributed() or not tensors:

@@ -2,6 +2,8 @@
 
     python -m stages.transfer_ssd
 
+With ``dist.nproc_per_node`` > 1 it re-runs itself under torchrun and MMEngine's ``pytorch``
+launcher takes over (DDP, sharded loaders); ``transfer_ssd.batch_size`` stays the global batch.
 Converts ``train_imagenet@imagenet``'s network into MMDetection backbone weights, trains
 the SSD of ``transfer_ssd.config`` with MMEngine's Runner (resuming from
 .checkpoints/transfer_ssd/<config hash>/), evaluates on val2017 with CocoMetric and
@@ -12,20 +14,24 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
+from pathlib import Path
 
 import torch
 
 from detection.checkpoint import convert_imagenet_checkpoint
 from detection.configs import config_file
 from detection.transfer import BackboneInit, CocoData, Schedule, build_config, train_and_evaluate
+from pcdarts.distributed import barrier, is_main
 from stages.common import (
     CHECKPOINT_DIR,
     atomic_path,
     config_hash,
-    configure_threads,
+    finish_processes,
     per_process_batch,
     read_json,
     save_torch,
+    start_processes,
     tracked,
     write_json,
 )
@@ -34,14 +40,14 @@ from stages.paths import MANIFEST, train_outs
 from stages.paths import transfer_outs as outs
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
-PARAMS = ["seed", "profile", "data.num_workers", "transfer_ssd"]
+PARAMS = ["seed", "profile", "device", "dist", "data.num_workers", "transfer_ssd"]
 STAGE = "transfer_ssd"
 
 
 def main() -> None:
     p = load_params()
     tp: TransferParams = p.transfer_ssd
-    configure_threads()
+    device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
     coco = read_json(REPO_ROOT / MANIFEST, "prepare")["datasets"]["coco"]
     data = CocoData(REPO_ROOT / coco["root"], tuple(coco["categories"]))
     imagenet_file = REPO_ROOT / train_outs("imagenet", "imagenet")["model"]
@@ -51,7 +57,8 @@ def main() -> None:
     digest = hashlib.sha256(imagenet_file.read_bytes()).hexdigest()
     work_dir = CHECKPOINT_DIR / STAGE / config_hash([tp, p.seed, coco, digest])
     backbone_file = work_dir / "backbone.pth"
-    save_torch(backbone_file, weights)
+    save_torch(backbone_file, weights)  # rank 0 writes, every rank reads it
+    barrier()
     meta = weights["meta"]
     backbone = BackboneInit(
         meta["genotype"], meta["C"], meta["layers"], backbone_file if tp.pretrained else None
@@ -72,21 +79,30 @@ def main() -> None:
         upstream_run_files=[train_outs("imagenet", "imagenet")["run"]],
     ) as tracker:
         tracker.log_dict(meta["genotype"], "genotype.json")
-        result = train_and_evaluate(cfg, work_dir, tracker.log_metrics)
-        summary = {**result.metrics, "pretrained": tp.pretrained, "profile": p.profile}
+        result = train_and_evaluate(cfg, work_dir, tracker.log_metrics, device)
+        summary = {
+            **result.metrics,
+            "pretrained": tp.pretrained,
+            "profile": p.profile,
+            "cost": result.cost.to_dict(),
+        }
         write_json(o["metrics"], summary)
         write_json(o["curves"], result.history)
         save_torch(o["model"], result.checkpoint)
-        with atomic_path(o["config"]) as tmp:
-            tmp.write_text(cfg.pretty_text)
-        tracker.log_summary(result.metrics)
+        if is_main():
+            with atomic_path(o["config"]) as tmp:
+                tmp.write_text(cfg.pretty_text)
+        tracker.log_summary({**result.metrics, **result.cost.metrics()})
         for name in ("metrics", "config"):
             tracker.log_artifact(o[name])
-    shutil.rmtree(work_dir, ignore_errors=True)  # done: nothing left to resume
-    print(
-        f"{STAGE}: bbox AP {result.metrics['coco/bbox_mAP']:.3f}, AP50 "
-        f"{result.metrics['coco/bbox_mAP_50']:.3f}"
-    )
+    barrier()  # every rank is done with the work folder
+    if is_main():
+        shutil.rmtree(work_dir, ignore_errors=True)  # done: nothing left to resume
+        print(
+            f"{STAGE}: bbox AP {result.metrics['coco/bbox_mAP']:.3f}, AP50 "
+            f"{result.metrics['coco/bbox_mAP_50']:.3f}"
+        )
+    finish_processes()
 
 
 if __name__ == "__main__":

@@ -189,7 +189,20 @@ def test_torchrun_two_processes_write_once_and_count_both(pipeline: Pipeline) ->
     runs = client.search_runs([_experiment_id(client)], order_by=["attributes.start_time DESC"])
     assert len(runs) == runs_before + 1  # rank 0 only
     assert runs[0].data.tags["dvc_stage"] == "search@cifar10" and runs[0].info.status == "FINISHED"
+    # SSD through MMEngine's `pytorch` launcher (this stage alone: -s keeps the upstream).
+    out = pipeline.run("dvc", "repro", "-s", "transfer_ssd")
+    assert ran(out) == {"transfer_ssd"}, out
+    metrics = json.loads((pipeline.repo / "outputs/transfer_ssd/metrics.json").read_text())
+    assert metrics["cost"]["device_count"] == 2
+    runs = client.search_runs([_experiment_id(client)], order_by=["attributes.start_time DESC"])
+    assert len(runs) == runs_before + 2
+    assert runs[0].data.tags["dvc_stage"] == "transfer_ssd" and runs[0].info.status == "FINISHED"
+    assert "coco/bbox_mAP_50" in runs[0].data.metrics
+    assert not (pipeline.repo / ".dist_test").exists()  # detections gathered without files
     assert not list(pipeline.repo.glob("outputs/**/.*.tmp"))
+    assert not (pipeline.repo / ".checkpoints/transfer_ssd").exists() or not any(
+        (pipeline.repo / ".checkpoints/transfer_ssd").iterdir()
+    )  # the finished run's work folder is gone
     pipeline.compose()
     back = pipeline.run("dvc", "repro")
     assert ran(back) == set(), back
