@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv repro params test test-fast lint bench ui clean
+.PHONY: venv repro params test test-fast test-gpu lint bench bench-gpu ui clean
 
 MMCV_WHEEL := .whl/mmcv-2.1.0-*.whl
 
@@ -42,6 +42,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	python benchmarks/search_step.py
+
+## On a CUDA machine: the bf16 / channels-last tests, and their search-step throughput.
+test-gpu: $(STAMP)
+	python -m pytest -m gpu
+
+bench-gpu: $(STAMP)
+	python benchmarks/search_throughput.py
 
 ## The MLflow UI on this repository's tracking store: http://127.0.0.1:5000
 ui: $(STAMP)
