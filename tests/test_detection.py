@@ -220,6 +220,63 @@ def test_ssd_trains_evaluates_and_resumes_on_tiny_coco(tmp_path: Path) -> None:
     assert again.history[0]["epoch"] == 1
 
 
+def _classes(root: Path) -> tuple[str, ...]:
+    categories = json.loads((root / "annotations/instances_val2017.json").read_text())
+    return tuple(c["name"] for c in sorted(categories["categories"], key=lambda c: c["id"]))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfterFirstEpoch(Hook):
+    """Raises once the first epoch's checkpoint is saved: a stage killed mid-training."""
+
+    priority = "LOWEST"  # after CheckpointHook (VERY_LOW) has written the epoch
+
+    def after_train_epoch(self, runner: Runner) -> None:
+        raise _Interrupt
+
+
+@pytest.mark.slow
+def test_ssd_interrupted_mid_training_resumes_where_it_stopped(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    root = tmp_path / "coco"
+    write_digits_coco(root, canvas_size=64, images_train=8, images_val=4, scale_range=(16, 32))
+    cfg = build_config(
+        config_file("ssdlite_pcdarts_tiny_digits"),
+        CocoData(root, _classes(root)),
+        Schedule(epochs=2, batch_size=4, lr=0.01, val_interval=2, log_interval=1),
+        BackboneInit(get_genotype(GENOTYPE).to_dict(), 12, 6),
+        seed=0,
+    )
+
+    def run(work: str, *hooks: Hook) -> tuple[TransferResult, list[int]]:
+        steps: list[int] = []
+        result = train_and_evaluate(
+            cfg,
+            tmp_path / work,
+            lambda m, step: steps.append(step) if "train/loss" in m else None,
+            CPU,
+            hooks=hooks,
+        )
+        return result, steps
+
+    full, full_steps = run("full")
+    with pytest.raises(_Interrupt):
+        run("stopped", _StopAfterFirstEpoch())
+    resumed, resumed_steps = run("stopped")
+    assert full_steps == [1, 2, 3, 4]  # 2 epochs of 2 iterations
+    assert resumed_steps == [3, 4]  # only the second epoch ran again
+    assert [row["epoch"] for row in resumed.history] == [1.0, 2.0]  # epoch 1 from the checkpoint
+    assert resumed.history[0] == pytest.approx(full.history[0])
+    for name, value in full.checkpoint["state_dict"].items():  # bit for bit, on the CPU
+        torch.testing.assert_close(
+            resumed.checkpoint["state_dict"][name], value, rtol=0, atol=0, msg=name
+        )
+    assert resumed.metrics == full.metrics
+
+
 # --- two processes (gloo) through MMEngine's `pytorch` launcher ---------------------------
 
 GLOBAL_BATCH, WORLD, ITERATIONS = 8, 2, 2
