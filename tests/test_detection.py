@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ else:
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.structures import DetDataSample  # noqa: E402
 from mmengine.config import Config  # noqa: E402
+from mmengine.dataset import DefaultSampler  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
+from mmengine.registry import DATA_SAMPLERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from detection.backbone import PCDARTSBackbone, cell_channels, cell_strides  # noqa: E402
@@ -281,10 +284,30 @@ def test_ssd_interrupted_mid_training_resumes_where_it_stopped(tmp_path: Path) -
 
 GLOBAL_BATCH, WORLD, ITERATIONS = 8, 2, 2
 SSD_LR = 0.05  # constant (no warm-up, no decay): two iterations move the weights visibly
-# Two ranks vs one process with the same global batch differ by BN statistics over 4 instead
-# of 8 images and by SSD normalising its loss by each rank's positives; measured on a 2-core
-# CPU: max |difference| 0.011 against a max |update| of 0.17 (ratio 0.067) after two iterations.
-MAX_RELATIVE_DIFFERENCE = 0.2
+# The single-process reference takes the same global batch per step as two accumulated
+# half-batches, the very shards the two ranks see: BN statistics over 4 images and SSD's
+# loss normalised by the positives of 4 images, as on each rank. (Against one batch of 8
+# the two differ by what those statistics change: on the 1x1 and 2x2 maps of the tiny SSD
+# that was 37-83% of the update, L2, over four backbone seeds: too seed-bound to test.)
+# Then they agree bit for bit: gloo's (g0 + g1) / 2 and the accumulated g0 / 2 + g1 / 2 are
+# the same floats (halving is exact), and so is everything downstream.
+
+
+@DATA_SAMPLERS.register_module()
+class RankOrderSampler(DefaultSampler):
+    """One process visiting, batch after batch, what each of ``shards`` ranks of a
+    ``DefaultSampler`` would see: rank 0's first batch, rank 1's first batch, ..."""
+
+    def __init__(self, dataset: Any, shards: int, batch_size: int, **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self.shards, self.batch_size = shards, batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())  # in one process: the whole permutation
+        per_rank = [indices[r :: self.shards] for r in range(self.shards)]
+        for start in range(0, len(per_rank[0]), self.batch_size):
+            for rank_indices in per_rank:
+                yield from rank_indices[start : start + self.batch_size]
 
 
 class _InitialWeights(Hook):
@@ -295,8 +318,11 @@ class _InitialWeights(Hook):
         self.state = {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def _ssd_run(base: Path, work: Path, batch: int) -> tuple[TransferResult, list[float], list[Any]]:
-    """One epoch of ``ITERATIONS`` iterations on ``base``'s data and backbone weights."""
+def _ssd_run(
+    base: Path, work: Path, batch: int, accumulate: int = 1
+) -> tuple[TransferResult, list[float], list[Any]]:
+    """One epoch of ``ITERATIONS`` optimizer steps on ``base``'s data and backbone weights,
+    each over ``accumulate`` batches of ``batch`` images in ``RankOrderSampler``'s order."""
     categories = json.loads((base / "coco/annotations/instances_val2017.json").read_text())
     classes = tuple(c["name"] for c in sorted(categories["categories"], key=lambda c: c["id"]))
     cfg = build_config(
@@ -307,6 +333,11 @@ def _ssd_run(base: Path, work: Path, batch: int) -> tuple[TransferResult, list[f
         seed=0,
     )
     cfg.param_scheduler = None
+    if accumulate > 1:
+        cfg.optim_wrapper.accumulative_counts = accumulate
+        cfg.train_dataloader.sampler = dict(
+            type="RankOrderSampler", shards=accumulate, batch_size=batch, shuffle=True
+        )
     check, initial = DivergenceHook(), _InitialWeights()
     logged: list[tuple[dict[str, float], int]] = []
     result = train_and_evaluate(
@@ -348,6 +379,7 @@ def ssd_ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict
         scale_range=(16, 32),
         seed=0,
     )
+    torch.manual_seed(0)  # the backbone's weights, whatever ran before
     torch.save(
         convert_imagenet_checkpoint(imagenet_checkpoint(C=12, layers=6)), base / "backbone.pth"
     )
@@ -374,16 +406,18 @@ def test_ssd_ranks_stay_identical_and_match_one_process(
     for name, value in first.checkpoint["state_dict"].items():
         if value.is_floating_point() and "running" not in name:  # BN statistics are per rank
             torch.testing.assert_close(second.checkpoint["state_dict"][name], value, rtol=0, atol=0)
-    # One process, the same global batch and data order (DefaultSampler shards one permutation).
+    # One process, the same global batch per step: the ranks' shards, accumulated.
     torch.set_num_threads(1)
-    single, _, (initial, _) = _ssd_run(base, tmp_path / "single", GLOBAL_BATCH)
+    batch = GLOBAL_BATCH // WORLD
+    single, _, (initial, _) = _ssd_run(base, tmp_path / "single", batch, accumulate=WORLD)
     for name, value in initial.items():  # the same seed, the same start
         torch.testing.assert_close(ranks[0]["initial"][name], value, rtol=0, atol=0)
     moved = differ = 0.0
     for name, start in initial.items():
         want = single.checkpoint["state_dict"][name]
+        got = first.checkpoint["state_dict"][name]
         moved = max(moved, (want - start).abs().max().item())
-        differ = max(differ, (first.checkpoint["state_dict"][name] - want).abs().max().item())
+        differ = max(differ, (got - want).abs().max().item())
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=name)
     print(f"max |update| {moved:.4g}, max |2 ranks - 1 process| {differ:.4g}")
-    assert moved > 1e-3  # the iterations did train the backbone
-    assert differ / moved <= MAX_RELATIVE_DIFFERENCE
+    assert moved > 1e-2  # the two steps did train the detector
