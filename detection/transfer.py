@@ -29,7 +29,7 @@ from torch import nn
 
 import detection.backbone  # noqa: F401 - registers PCDARTSBackbone
 import detection.ssd_head  # noqa: F401 - registers PredictableSSDHead
-from pcdarts.distributed import is_distributed, max_divergence, reduce_sums
+from pcdarts.distributed import is_distributed, max_divergence, reduce_sums, unwrap
 from pcdarts.runtime import Cost, Stopwatch
 
 OnMetrics = Callable[[Mapping[str, float], int], None]
@@ -220,7 +220,7 @@ class DivergenceHook(Hook):
     def after_train_iter(
         self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
-        self.divergence.append(max_divergence(list(_unwrap(runner.model).parameters())))
+        self.divergence.append(max_divergence(list(unwrap(runner.model).parameters())))
 
 
 @contextlib.contextmanager
@@ -279,16 +279,12 @@ def train_and_evaluate(
             metrics = {name: last[f"val/{name.split('/')[-1]}"] for name in COCO_METRICS}
         else:  # resumed after the last epoch: nothing was evaluated in this process
             metrics = {name: float(runner.test()[name]) for name in COCO_METRICS}
-    model = _unwrap(runner.model)
+    model = unwrap(runner.model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = {"dataset_meta": dict(runner.train_dataloader.dataset.metainfo), "epoch": runner.epoch}
     return TransferResult(
         metrics, hook.clock.cost(), hook.history, {"state_dict": state, "meta": meta}
     )
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, MMDistributedDataParallel) else model
 
 
 def _scalar(value: Any) -> float:

@@ -35,6 +35,7 @@ from mmengine.dataset import DefaultSampler  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import DATA_SAMPLERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+from test_distributed import rank_order  # noqa: E402 - tests/ is on sys.path
 
 from detection.backbone import PCDARTSBackbone, cell_channels, cell_strides  # noqa: E402
 from detection.checkpoint import (  # noqa: E402
@@ -54,6 +55,7 @@ from detection.transfer import (  # noqa: E402
     train_and_evaluate,
 )
 from pcdarts import build_network, get_genotype  # noqa: E402
+from pcdarts.distributed import unwrap  # noqa: E402
 from stages.embedded_data import write_digits_coco  # noqa: E402
 
 TINY = {"C": 8, "layers": 6}  # cells 0-1 at stride 8, 2-3 at 16, 4-5 at 32
@@ -295,26 +297,21 @@ SSD_LR = 0.05  # constant (no warm-up, no decay): two iterations move the weight
 
 @DATA_SAMPLERS.register_module()
 class RankOrderSampler(DefaultSampler):
-    """One process visiting, batch after batch, what each of ``shards`` ranks of a
-    ``DefaultSampler`` would see: rank 0's first batch, rank 1's first batch, ..."""
+    """MMEngine's DefaultSampler, in one process, in :func:`rank_order`'s order."""
 
-    def __init__(self, dataset: Any, shards: int, batch_size: int, **kwargs: Any) -> None:
+    def __init__(self, dataset: Any, shards: int, per_rank: int, **kwargs: Any) -> None:
         super().__init__(dataset, **kwargs)
-        self.shards, self.batch_size = shards, batch_size
+        self.shards, self.per_rank = shards, per_rank
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())  # in one process: the whole permutation
-        per_rank = [indices[r :: self.shards] for r in range(self.shards)]
-        for start in range(0, len(per_rank[0]), self.batch_size):
-            for rank_indices in per_rank:
-                yield from rank_indices[start : start + self.batch_size]
+        return rank_order(list(super().__iter__()), self.shards, self.per_rank)
 
 
 class _InitialWeights(Hook):
     """The detector's parameters once initialised, before the first iteration."""
 
     def before_train(self, runner: Runner) -> None:
-        model = getattr(runner.model, "module", runner.model)
+        model = unwrap(runner.model)
         self.state = {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
@@ -336,7 +333,7 @@ def _ssd_run(
     if accumulate > 1:
         cfg.optim_wrapper.accumulative_counts = accumulate
         cfg.train_dataloader.sampler = dict(
-            type="RankOrderSampler", shards=accumulate, batch_size=batch, shuffle=True
+            type="RankOrderSampler", shards=accumulate, per_rank=batch, shuffle=True
         )
     check, initial = DivergenceHook(), _InitialWeights()
     logged: list[tuple[dict[str, float], int]] = []

@@ -60,20 +60,24 @@ def _checked(step: Callable[..., Any], module: torch.nn.Module, log: list[float]
     return checked
 
 
-class RankOrderSampler(EpochSampler):
-    """One process's order of what ``shards`` ranks of an EpochSampler see: each batch of
-    ``batch`` is rank 0's next ``batch // shards`` items, then rank 1's, and so on."""
+def rank_order(order: Sequence[int], shards: int, per_rank: int) -> Iterator[int]:
+    """``order`` as one process would visit what ``shards`` ranks sharding it (rank r takes
+    every shards-th item from r) see: rank 0's next ``per_rank`` items, rank 1's, and so on."""
+    ranks = [order[r::shards] for r in range(shards)]
+    for start in range(0, len(ranks[0]), per_rank):
+        for items in ranks:
+            yield from items[start : start + per_rank]
 
-    def __init__(self, indices: Sequence[int], shards: int, batch: int, **kwargs: Any) -> None:
+
+class RankOrderSampler(EpochSampler):
+    """An EpochSampler whose one-process order is :func:`rank_order`'s."""
+
+    def __init__(self, indices: Sequence[int], shards: int, per_rank: int, **kwargs: Any) -> None:
         super().__init__(indices, num_replicas=1, rank=0, **kwargs)
-        self.shards, self.per_rank = shards, batch // shards
+        self.shards, self.per_rank = shards, per_rank
 
     def __iter__(self) -> Iterator[int]:
-        order = list(super().__iter__())
-        ranks = [order[r :: self.shards] for r in range(self.shards)]
-        for start in range(0, len(ranks[0]), self.per_rank):
-            for items in ranks:
-                yield from items[start : start + self.per_rank]
+        return rank_order(list(super().__iter__()), self.shards, self.per_rank)
 
 
 def _ghost_batches(model: torch.nn.Module, shards: int) -> None:
@@ -95,7 +99,8 @@ def _loader(data: TensorDataset, world: int, seed: int, ghost: int) -> DataLoade
     the global batch in the ranks' order."""
     if ghost == 1:
         return make_loader(data, None, GLOBAL_BATCH // world, shuffle=True, seed=seed)
-    sampler = RankOrderSampler(range(len(data)), ghost, GLOBAL_BATCH, shuffle=True, seed=seed)
+    per_rank = GLOBAL_BATCH // ghost
+    sampler = RankOrderSampler(range(len(data)), ghost, per_rank, shuffle=True, seed=seed)
     return DataLoader(data, batch_size=GLOBAL_BATCH, sampler=sampler)
 
 
