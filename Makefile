@@ -8,16 +8,19 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: venv repro params test test-fast test-gpu lint bench bench-gpu ui clean
 
-MMCV_WHEEL := .whl/mmcv-2.1.0-*.whl
+# mmcv (for detection/) is source-only on PyPI: compiled once per machine and user against
+# our torch (~30 min on 2 cores) into a wheel cache outside the checkout, so that a second
+# clone, or CI on the same machine, installs it in seconds. One folder per torch pin.
+TORCH_PIN := $(shell sed -n 's/.*"torch==\([^"]*\)".*/\1/p' pyproject.toml)
+WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pcdarts-repro/wheels/torch-$(TORCH_PIN)
+MMCV_WHEEL := $(WHEEL_CACHE)/mmcv-2.1.0-*.whl
 
-# mmcv (for detection/) is source-only on PyPI: compiled once against our torch into .whl/
-# (git-ignored; ~30 min on 2 cores), then installed from there with the detection extra.
 $(STAMP): pyproject.toml scripts/build_mmcv_wheel.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	ls $(MMCV_WHEEL) >/dev/null 2>&1 || bash scripts/build_mmcv_wheel.sh $(BIN)/python
-	$(BIN)/python -m pip install --quiet --find-links .whl -e '.[dev,detection]'
+	ls $(MMCV_WHEEL) >/dev/null 2>&1 || bash scripts/build_mmcv_wheel.sh $(BIN)/python "$(WHEEL_CACHE)"
+	$(BIN)/python -m pip install --quiet --find-links "$(WHEEL_CACHE)" -e '.[dev,detection]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,19 +1,22 @@
-"""Cost of one PC-DARTS search iteration against K, next to the reference's (SPEC §7).
+"""The search step, fast path against the straightforward oracle, measured side by side.
 
-One iteration = a first-order architecture step on one batch (``pcdarts.Architect``)
-and one SGD weight step on another (lr 0.025, momentum 0.9, wd 3e-4, grad clip 5),
-on the CIFAR supernet (C=16, 8 cells, 10 classes, 32x32 inputs) on the CPU.
+One iteration = an architecture step on one batch (first order, or the DARTS second-order
+unrolled step) and one SGD weight step on another (lr 0.025, momentum 0.9, wd 3e-4, grad
+clip 5), on the CIFAR supernet (C=16, 8 cells, 10 classes, 32x32 inputs by default).
+"oracle" is the edge-by-edge forward (``Supernet(fused=False)``, one MixedOp per edge);
+"fast" is the grouped forward of :mod:`pcdarts.fused` (the library's default). Both build
+the same model from the same seed; only the forward differs.
 
-Each K runs in a fresh subprocess so that peak-memory readings do not mix. Reported
-per K: the median wall time of ``--steps`` iterations after two warm-up iterations; the
-peak resident memory above the baseline taken after building the model and the data
-(VmHWM from /proc/self/status, reset through /proc/self/clear_refs where the kernel
-allows it); and the bytes of the tensors autograd saves for backward in one training
-forward (unique storages, parameters included). Each is also given as a ratio to
-K=1 measured in the same run, beside the reference code's numbers.
+Every (K, order, variant) runs in a fresh subprocess so that peak memory does not mix,
+and the rounds alternate oracle and fast (which goes first swaps every round), so both see
+the same machine state. Reported per cell of the table: the median over rounds of each
+worker's median step time (after warm-up steps) and peak memory above the baseline taken
+after building the model and data (CPU: VmHWM from /proc/self/status, reset through
+/proc/self/clear_refs; CUDA: max_memory_allocated). The ratios compare the two variants
+of the same run only.
 
-    python benchmarks/search_step.py                  # K = 1, 2, 4, 8; 10 steps each
-    python benchmarks/search_step.py --ks 1,4 --steps 3
+    python benchmarks/search_step.py                       # K = 1,2,4,8; first and second order
+    python benchmarks/search_step.py --ks 4 --orders first --steps 3 --rounds 1
 """
 
 from __future__ import annotations
@@ -34,50 +37,27 @@ import torch
 from torch import Tensor, nn
 
 from pcdarts import Architect, ArchitectConfig, Supernet, build_supernet
-from pcdarts.runtime import frozen
+from pcdarts.runtime import frozen, resolve_device
 
-WARMUP_STEPS = 2
-# Weight SGD of the benchmark: the CIFAR evaluation values the brief fixes (SPEC §5/§6).
+# Weight SGD of the benchmark: the CIFAR evaluation values (SPEC §6).
 WEIGHT_LR = 0.025
 WEIGHT_MOMENTUM = 0.9
 WEIGHT_DECAY = 3e-4
 WEIGHT_GRAD_CLIP = 5.0
-# Supernet of the CIFAR search (SPEC §5), 32x32 inputs.
-CHANNELS, LAYERS, CLASSES, IMAGE_SIZE = 16, 8, 10, 32
-
-# Reference code on a 2-core CPU, batch 32, first order, median of 10 steps (SPEC §7).
-REFERENCE: dict[int, dict[str, float]] = {
-    1: {"step_s": 11.4, "peak_mb": 4800.0, "saved_mb": 4000.0},
-    4: {"step_s": 4.1, "peak_mb": 1500.0, "saved_mb": 1200.0},
-}
-MB = 1e6  # the reference's "GB" are read as 1e9 bytes
+CLASSES = 10  # CIFAR-10
+VARIANTS = ("oracle", "fast")
+MB = 1e6
 
 
 def weight_step(model: Supernet, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Tensor:
     """One SGD step on the weights; the arch parameters are frozen meanwhile."""
-    criterion = nn.functional.cross_entropy
     with frozen(model.arch_parameters()):
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x), y)
+        loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         nn.utils.clip_grad_norm_(list(model.weight_parameters()), WEIGHT_GRAD_CLIP)
         optimizer.step()
     return loss.detach()
-
-
-def saved_tensor_bytes(model: nn.Module, x: Tensor, y: Tensor) -> int:
-    """Bytes of the unique storages autograd saves for backward in one forward."""
-    storages: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = nn.functional.cross_entropy(model(x), y)
-    del loss
-    return sum(storages.values())
 
 
 def _status_kb(field: str) -> int | None:
@@ -101,116 +81,135 @@ def _peak_kb() -> int:
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def measure(k: int, batch: int, steps: int, threads: int) -> dict[str, Any]:
-    """Time and memory of search iterations at one K, in this process."""
-    torch.set_num_threads(threads)
+def measure(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[str, Any]:
+    """Step time and peak memory of one variant, in this process."""
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
-    model = build_supernet("cifar10", C=CHANNELS, layers=LAYERS, num_classes=CLASSES, k=k)
+    model = build_supernet(
+        "cifar10", C=args.C, layers=args.layers, num_classes=CLASSES, k=k,
+        fused=variant == "fast",
+    ).to(device)
     model.train()
-    architect = Architect(model, nn.functional.cross_entropy, ArchitectConfig())
+    config = ArchitectConfig(second_order=order == "second")
+    architect = Architect(model, nn.functional.cross_entropy, config)
     optimizer = torch.optim.SGD(
-        model.weight_parameters(),
-        lr=WEIGHT_LR,
-        momentum=WEIGHT_MOMENTUM,
+        model.weight_parameters(), lr=WEIGHT_LR, momentum=WEIGHT_MOMENTUM,
         weight_decay=WEIGHT_DECAY,
     )
-    shape = (batch, 3, IMAGE_SIZE, IMAGE_SIZE)
-    x_arch, x_train = torch.randn(shape), torch.randn(shape)
-    y_arch, y_train = torch.randint(0, CLASSES, (batch,)), torch.randint(0, CLASSES, (batch,))
+    shape = (args.batch, 3, args.image_size, args.image_size)
+    x_arch, x_train = torch.randn(shape, device=device), torch.randn(shape, device=device)
+    y_arch = torch.randint(0, CLASSES, (args.batch,), device=device)
+    y_train = torch.randint(0, CLASSES, (args.batch,), device=device)
 
-    _reset_peak()
-    baseline_kb = _status_kb("VmRSS") or _peak_kb()
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device) / MB
+    else:
+        _reset_peak()
+        baseline = (_status_kb("VmRSS") or _peak_kb()) * 1024 / MB
     times = []
-    for i in range(WARMUP_STEPS + steps):
+    for i in range(args.warmup + args.steps):
+        sync()
         start = time.perf_counter()
-        architect.step(x_arch, y_arch)
+        architect.step(x_arch, y_arch, x_train, y_train, WEIGHT_LR, optimizer)
         weight_step(model, optimizer, x_train, y_train)
-        if i >= WARMUP_STEPS:
+        sync()
+        if i >= args.warmup:
             times.append(time.perf_counter() - start)
-    peak_kb = _peak_kb() - baseline_kb
-    saved = saved_tensor_bytes(model, x_arch, y_arch)
-    return {
-        "k": k,
-        "step_s": statistics.median(times),
-        "peak_mb": peak_kb * 1024 / MB,
-        "saved_mb": saved / MB,
-    }
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / MB - baseline
+    else:
+        peak = _peak_kb() * 1024 / MB - baseline
+    return {"step_s": statistics.median(times), "peak_mb": peak}
 
 
-def _run_worker(k: int, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        str(k),
-        "--batch",
-        str(args.batch),
-        "--steps",
-        str(args.steps),
-        "--threads",
-        str(args.threads),
-    ]
+_FORWARDED = ("device", "C", "layers", "batch", "image_size", "steps", "warmup", "threads")
+
+
+def _run_worker(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"{variant},{k},{order}"]
+    for name in _FORWARDED:
+        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     row: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return row
 
 
-def _ratio(value: float, base: float | None) -> str:
-    return f"{value / base:.2f}" if base else "-"
+def compare(args: argparse.Namespace, k: int, order: str) -> dict[str, Any]:
+    """Both variants at one (K, order), rounds alternating which runs first."""
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    for r in range(args.rounds):
+        for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+            runs[variant].append(_run_worker(args, variant, k, order))
+    row: dict[str, Any] = {"k": k, "order": order}
+    for variant, results in runs.items():
+        row[f"{variant}_s"] = statistics.median(r["step_s"] for r in results)
+        row[f"{variant}_mb"] = statistics.median(r["peak_mb"] for r in results)
+    row["speedup"] = row["oracle_s"] / row["fast_s"]
+    oracle_mb = row["oracle_mb"]
+    row["memory_ratio"] = row["fast_mb"] / oracle_mb if oracle_mb > 0 else float("nan")
+    return row
 
 
-def format_table(rows: list[dict[str, Any]], batch: int) -> str:
-    base = next((r for r in rows if r["k"] == 1), None)
+def format_table(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'K':>2} | {'step s':>7} {'xK=1':>5} {'ref s':>6} {'ref x':>5} | "
-        f"{'peak MB':>8} {'xK=1':>5} {'ref MB':>7} {'ref x':>5} | "
-        f"{'saved MB':>8} {'xK=1':>5} {'ref MB':>7} {'ref x':>5}"
+        f"{'order':>6} {'K':>2} | {'oracle s':>8} {'fast s':>7} {'speedup':>7} | "
+        f"{'oracle MB':>9} {'fast MB':>8} {'fast/oracle':>11}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
-        cells = [f"{r['k']:>2}"]
-        for key, fmt in (("step_s", "{:7.2f}"), ("peak_mb", "{:8.0f}"), ("saved_mb", "{:8.0f}")):
-            ref, ref1 = REFERENCE.get(r["k"], {}).get(key), REFERENCE[1][key]
-            ours_ratio = _ratio(r[key], base[key] if base else None)
-            ref_text = "-" if ref is None else fmt.format(ref).strip()
-            ref_ratio = "-" if ref is None else _ratio(ref, ref1)
-            width = 6 if key == "step_s" else 7
-            cells.append(f"{fmt.format(r[key])} {ours_ratio:>5} {ref_text:>{width}} {ref_ratio:>5}")
-        lines.append(" | ".join(cells))
-    lines.append(
-        f"batch {batch}; ref = reference PC-DARTS code, 2-core CPU, batch 32 (SPEC §7); "
-        "xK=1 = ratio to K=1 of the same run"
-    )
+        lines.append(
+            f"{r['order']:>6} {r['k']:>2} | {r['oracle_s']:8.3f} {r['fast_s']:7.3f} "
+            f"{r['speedup']:6.2f}x | {r['oracle_mb']:9.0f} {r['fast_mb']:8.0f} "
+            f"{r['memory_ratio']:11.2f}"
+        )
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="1,2,4,8", help="comma-separated K values")
+    parser.add_argument("--orders", default="first,second", help="first and/or second")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--C", type=int, default=16, help="supernet channels (SPEC §5: 16)")
+    parser.add_argument("--layers", type=int, default=8, help="supernet cells (SPEC §5: 8)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps after 2 warm-up")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per worker")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per worker")
+    parser.add_argument("--rounds", type=int, default=2, help="workers per variant, alternated")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker is not None:
-        print(json.dumps(measure(args.worker, args.batch, args.steps, args.threads)))
-        return
-    ks = [int(k) for k in args.ks.split(",")]
+        variant, k, order = args.worker.split(",")
+        print(json.dumps(measure(args, variant, int(k), order)))
+        return []
+    device = resolve_device(args.device)
     print(
-        f"search iteration (first-order arch step + weight SGD step), CPU, "
-        f"{args.threads} threads, batch {args.batch}, median of {args.steps} after "
-        f"{WARMUP_STEPS} warm-up"
+        f"search step (arch step + weight SGD step), oracle (edge by edge) vs fast (grouped), "
+        f"{device.type}, {args.threads} threads, batch {args.batch}, {args.image_size}x"
+        f"{args.image_size}, C={args.C}, {args.layers} cells; median of {args.steps} steps "
+        f"after {args.warmup} warm-up, median over {args.rounds} alternated rounds"
     )
     rows = []
-    for k in ks:
-        rows.append(_run_worker(k, args))
-        print(
-            f"  K={k}: {rows[-1]['step_s']:.2f} s, peak +{rows[-1]['peak_mb']:.0f} MB, "
-            f"saved {rows[-1]['saved_mb']:.0f} MB",
-            flush=True,
-        )
-    print(format_table(rows, args.batch))
+    for order in args.orders.split(","):
+        for k in (int(k) for k in args.ks.split(",")):
+            rows.append(compare(args, k, order))
+            r = rows[-1]
+            print(
+                f"  {order} K={k}: oracle {r['oracle_s']:.3f} s, fast {r['fast_s']:.3f} s "
+                f"({r['speedup']:.2f}x); peak {r['oracle_mb']:.0f} / {r['fast_mb']:.0f} MB",
+                flush=True,
+            )
+    print(format_table(rows))
+    return rows
 
 
 if __name__ == "__main__":

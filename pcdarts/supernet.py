@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pcdarts import fused as fused_cell
 from pcdarts.genotypes import Genotype, derive_genotype, edge_weights
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
 from pcdarts.stems import build_stem, dataset_stem
@@ -90,10 +91,13 @@ class SearchCell(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         k: int,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.reduction = reduction
         self.steps = steps
+        self.fused = fused  # the grouped forward of pcdarts.fused; False: edge by edge
+        self.input_groups = fused_cell.input_groups(steps)
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
         else:
@@ -107,6 +111,14 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None) -> Tensor:
         """weights: (E, 8) softmaxed alphas; weights2: (E,) edge weights or None (EN off)."""
+        if self.fused and fused_cell.fusable(self):
+            return fused_cell.cell_forward(self, s0, s1, weights, weights2)
+        return self.forward_edges(s0, s1, weights, weights2)
+
+    def forward_edges(
+        self, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None
+    ) -> Tensor:
+        """The straightforward forward, one MixedOp per edge: the oracle of the fused one."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         # unbind once per cell: its backward is one stack, not a zero-filled (E, 8) per edge
         w_ops = weights.unbind(0)
@@ -143,6 +155,7 @@ class Supernet(nn.Module):
         edge_norm: bool = True,
         steps: int = 4,
         stem_multiplier: int = 3,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.steps = steps
@@ -156,7 +169,7 @@ class Supernet(nn.Module):
             if reduction:
                 c_curr *= 2
             self.cells.append(
-                SearchCell(steps, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, k)
+                SearchCell(steps, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, k, fused)
             )
             self._reductions.append(reduction)
             reduction_prev = reduction
@@ -218,6 +231,7 @@ def build_supernet(
     num_classes: int = 10,
     k: int = 4,
     edge_norm: bool = True,
+    fused: bool = True,
 ) -> Supernet:
     """The search network for ``dataset`` ("cifar10": 3x3 stem; "imagenet": 3 stride-2 convs)."""
     return Supernet(
@@ -227,4 +241,5 @@ def build_supernet(
         num_classes=num_classes,
         k=k,
         edge_norm=edge_norm,
+        fused=fused,
     )

@@ -33,3 +33,15 @@ def test_search_throughput_runs_on_the_cpu(capsys: pytest.CaptureFixture[str]) -
         assert row["step_s"] > 0 and math.isnan(row["peak_mb"])  # no CUDA peak on a CPU
     out = capsys.readouterr().out
     assert "x fp32" in out and "CUDA-only" in out
+
+
+def test_search_step_compares_fast_with_oracle(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load("search_step")
+    tiny = "--C 4 --layers 3 --batch 4 --image-size 8 --warmup 0 --steps 1 --threads 1"
+    rows = bench.main([*tiny.split(), "--ks", "2", "--orders", "first,second", "--rounds", "1"])
+    assert [(r["order"], r["k"]) for r in rows] == [("first", 2), ("second", 2)]
+    for row in rows:
+        assert row["oracle_s"] > 0 and row["fast_s"] > 0
+        assert row["speedup"] == pytest.approx(row["oracle_s"] / row["fast_s"])
+    out = capsys.readouterr().out
+    assert "oracle" in out and "speedup" in out
