@@ -2,7 +2,8 @@
 
 One iteration = an architecture step on one batch (first order, or the DARTS second-order
 unrolled step) and one SGD weight step on another (lr 0.025, momentum 0.9, wd 3e-4, grad
-clip 5), on the CIFAR supernet (C=16, 8 cells, 10 classes, 32x32 inputs by default).
+clip 5), on the CIFAR supernet (C=16, 8 cells, 10 classes, 32x32 inputs by default; the
+ImageNet supernet, its stem of three stride-2 convs, with ``--dataset imagenet``).
 "oracle" is the edge-by-edge forward (``Supernet(fused=False)``, one MixedOp per edge);
 "fast" is the grouped forward of :mod:`pcdarts.fused` (the library's default). Both build
 the same model from the same seed; only the forward differs.
@@ -17,6 +18,7 @@ of the same run only.
 
     python benchmarks/search_step.py                       # K = 1,2,4,8; first and second order
     python benchmarks/search_step.py --ks 4 --orders first --steps 3 --rounds 1
+    python benchmarks/search_step.py --dataset imagenet --image-size 64 --ks 2 --orders first
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ WEIGHT_LR = 0.025
 WEIGHT_MOMENTUM = 0.9
 WEIGHT_DECAY = 3e-4
 WEIGHT_GRAD_CLIP = 5.0
-CLASSES = 10  # CIFAR-10
+CLASSES = 10  # both supernets get 10 classes: the benchmark measures the cells
 VARIANTS = ("oracle", "fast")
 MB = 1e6
 
@@ -87,7 +89,7 @@ def measure(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[
     device = resolve_device(args.device)
     torch.manual_seed(0)
     model = build_supernet(
-        "cifar10", C=args.C, layers=args.layers, num_classes=CLASSES, k=k,
+        args.dataset, C=args.C, layers=args.layers, num_classes=CLASSES, k=k,
         fused=variant == "fast",
     ).to(device)
     model.train()
@@ -128,7 +130,7 @@ def measure(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[
     return {"step_s": statistics.median(times), "peak_mb": peak}
 
 
-_FORWARDED = ("device", "C", "layers", "batch", "image_size", "steps", "warmup", "threads")
+_FORWARDED = ("dataset", "device", "C", "layers", "batch", "image_size", "steps", "warmup", "threads")
 
 
 def _run_worker(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[str, Any]:
@@ -175,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="1,2,4,8", help="comma-separated K values")
     parser.add_argument("--orders", default="first,second", help="first and/or second")
+    parser.add_argument("--dataset", default="cifar10", help="supernet stem: cifar10 or imagenet")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--C", type=int, default=16, help="supernet channels (SPEC §5: 16)")
     parser.add_argument("--layers", type=int, default=8, help="supernet cells (SPEC §5: 8)")
@@ -194,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     device = resolve_device(args.device)
     print(
         f"search step (arch step + weight SGD step), oracle (edge by edge) vs fast (grouped), "
-        f"{device.type}, {args.threads} threads, batch {args.batch}, {args.image_size}x"
+        f"{args.dataset} supernet, {device.type}, {args.threads} threads, batch {args.batch}, {args.image_size}x"
         f"{args.image_size}, C={args.C}, {args.layers} cells; median of {args.steps} steps "
         f"after {args.warmup} warm-up, median over {args.rounds} alternated rounds"
     )

@@ -94,9 +94,14 @@ def cell_forward(
             for i, target in enumerate(group.nodes):
                 part = parts[:, i]
                 mixed[target] = part if mixed[target] is None else mixed[target] + part
-                if passed is not None:
-                    b = passed if betas is None else betas[i] * passed
-                    bypass[target] = b if bypass[target] is None else bypass[target] + b
+                if passed is not None and betas is None:
+                    bypass[target] = passed if bypass[target] is None else bypass[target] + passed
+                elif passed is not None:
+                    bypass[target] = (
+                        betas[i] * passed
+                        if bypass[target] is None
+                        else torch.addcmul(bypass[target], passed, betas[i])
+                    )
             done += 1
         states.append(_shuffle_in(mixed[node], bypass[node], k))
     return torch.cat(states[-cell.steps :], dim=1)
@@ -145,8 +150,8 @@ def _group_forward(
     out: Tensor | None = None
     for idx, y in terms:
         y5 = y if y.dim() == 5 else y.view(n, n_edges, c, *y.shape[2:])
-        term = y5 * edge_w[:, idx].view(1, n_edges, 1, 1, 1)
-        out = term if out is None else out + term
+        w = edge_w[:, idx].view(1, n_edges, 1, 1, 1)
+        out = y5 * w if out is None else torch.addcmul(out, y5, w)
     assert out is not None
     if k == 1:
         return out, None
