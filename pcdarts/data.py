@@ -33,6 +33,8 @@ from torchvision.datasets import ImageFolder, VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, pil_loader
 from torchvision.transforms.functional import to_pil_image
 
+from pcdarts.errors import UserError
+
 PathLike = str | os.PathLike[str]
 Transform = Callable[[Any], Any]
 
@@ -80,7 +82,7 @@ DATASETS_HINT = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset on disk is missing or malformed; the message names the path and the fix."""
 
     def __init__(self, path: PathLike, problem: str, remedy: str = DATASETS_HINT) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from pcdarts.distributed import init_from_env, is_distributed, is_main, world_size
+from pcdarts.errors import MissingInputError, UserError
 from pcdarts.runtime import resolve_device
 from stages.config import REPO_ROOT, Params
 from stages.tracking import MlflowTracker, stage_run
@@ -65,13 +66,25 @@ def write_json(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: Path, produced_by: str) -> Any:
+def upstream(path: Path, produced_by: str) -> Path:
+    """``path``, after checking the upstream stage ``produced_by`` wrote it."""
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} is missing: it is written by the {produced_by!r} stage "
             f"(dvc repro {produced_by})"
         )
-    return json.loads(path.read_text())
+    return path
+
+
+def read_json(path: Path, produced_by: str) -> Any:
+    """An upstream stage's JSON output; MissingInputError or UserError naming the file."""
+    try:
+        return json.loads(upstream(path, produced_by).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(
+            f"{path} is not valid JSON ({error}): rerun the stage that writes it "
+            f"(dvc repro -f {produced_by})"
+        ) from None
 
 
 def save_torch(path: Path, obj: Any) -> None:

@@ -84,11 +84,13 @@ class NetworkParams:
     auxiliary: bool = True  # auxiliary head at 2/3 depth, SPEC §6
 
 
+SEARCHED = "searched"  # TrainParams.genotype: the genotype this pipeline's search found
+
+
 @dataclass
 class TrainParams:
-    genotype: str = (
-        "searched"  # "searched" (this pipeline's) or a registry name, e.g. pc_darts_cifar
-    )
+    # "searched" (this pipeline's), a registry name (pc_darts_cifar) or a genotype JSON file
+    genotype: str = SEARCHED
     network: NetworkParams = field(default_factory=NetworkParams)
     batch_size: int = 96  # SPEC §6: 96 CIFAR-10 (code; paper 128), 1024 ImageNet
     image_size: int = 32  # SPEC §6: 32 CIFAR-10, 224 ImageNet
