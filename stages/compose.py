@@ -14,9 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from stages.common import atomic_path
-from stages.config import PARAMS_FILE, REPO_ROOT, validate
-
-CONF_DIR = REPO_ROOT / "conf"
+from stages.config import CONF_DIR, PARAMS_FILE, REPO_ROOT, validate
 
 
 def compose_params(overrides: list[str] | None = None) -> dict[str, Any]:

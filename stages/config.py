@@ -15,9 +15,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pcdarts.config import SearchConfig, TrainConfig
+from pcdarts.errors import UserError
+from stages.param_rules import Violation, first_violation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "params.yaml"
+CONF_DIR = REPO_ROOT / "conf"
 
 
 @dataclass
@@ -196,12 +199,13 @@ class Params:
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
 
-class ParamsError(ValueError):
-    """params.yaml does not match the schema; the message names the key."""
+class ParamsError(UserError, ValueError):
+    """params.yaml does not match the schema or a value is out of range; names the key."""
 
 
 def validate(raw: dict[str, Any], source: str = "params") -> Params:
-    """Check a plain dict against :class:`Params` and build the typed tree."""
+    """Check a plain dict against :class:`Params` (keys, types) and stages/param_rules.py
+    (ranges, consistency); build the typed tree. ParamsError names the first bad key."""
     schema = OmegaConf.structured(Params)
     _writable(schema)
     try:
@@ -213,8 +217,26 @@ def validate(raw: dict[str, Any], source: str = "params") -> Params:
             f"{source}: invalid key {key!r}: {e.msg if hasattr(e, 'msg') else e}"
         ) from None
     assert isinstance(params, Params)
-    _check_choices(params, source)
+    if (bad := first_violation(params)) is not None:
+        raise ParamsError(f"{source}: {_message(bad, params.profile)}")
     return params
+
+
+def _message(bad: Violation, profile: str) -> str:
+    """``key = value: rule; change it in conf/<file> or with -S key=...``."""
+    value = bad.value if isinstance(bad.value, int | float) else repr(bad.value)
+    return (
+        f"{bad.key} = {value}: {bad.says}; change it in {_conf_file(bad.key, profile)}"
+        f" or with -S {bad.key}=..."
+    )
+
+
+def _conf_file(key: str, profile: str) -> str:
+    """The conf/ file that sets ``key`` for ``profile`` (the profile overlay wins)."""
+    for path in (CONF_DIR / "profile" / f"{profile}.yaml", CONF_DIR / "config.yaml"):
+        if path.is_file() and OmegaConf.select(OmegaConf.load(path), key) is not None:
+            return str(path.relative_to(REPO_ROOT))
+    return "conf/"
 
 
 def _writable(node: Any) -> None:
@@ -225,17 +247,6 @@ def _writable(node: Any) -> None:
             child = node._get_node(key)
             if OmegaConf.is_config(child):
                 _writable(child)
-
-
-def _check_choices(p: Params, source: str) -> None:
-    if p.data.source not in ("embedded", "real"):
-        raise ParamsError(
-            f"{source}: data.source must be 'embedded' or 'real', got {p.data.source!r}"
-        )
-    for name in ("train_cifar10", "train_imagenet"):
-        jitter = getattr(p, name).color_jitter
-        if jitter and len(jitter) != 4:
-            raise ParamsError(f"{source}: {name}.color_jitter needs 4 values (b, c, s, h) or []")
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:
