@@ -13,7 +13,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stages.common import atomic_path
+from stages.common import atomic_path, run_stage
 from stages.config import CONF_DIR, PARAMS_FILE, REPO_ROOT, validate
 
 
@@ -35,4 +35,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

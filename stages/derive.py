@@ -14,7 +14,7 @@ from typing import Any
 
 from pcdarts import build_network, count_macs, count_params
 from pcdarts.genotypes import Genotype, load_genotype
-from stages.common import tracked, upstream, write_json
+from stages.common import run_stage, tracked, upstream, write_json
 from stages.config import REPO_ROOT, DeriveParams, load_params
 from stages.diagrams import save_cell_diagrams
 from stages.paths import derive_outs as outs
@@ -85,4 +85,4 @@ def main(dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    run_stage(main, sys.argv[1])

@@ -23,7 +23,7 @@ from pcdarts.data import (
     split_per_class,
     split_weight_arch,
 )
-from stages.common import tracked, write_json
+from stages.common import run_stage, tracked, write_json
 from stages.config import REPO_ROOT, Params, load_params
 from stages.embedded_data import write_all
 from stages.paths import PREPARED as OUT
@@ -135,4 +135,4 @@ def _split_params(p: Params) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

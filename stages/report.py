@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from pcdarts.genotypes import load_genotype
 from pcdarts.ops import PRIMITIVES
-from stages.common import atomic_path, read_json, tracked, upstream, write_json
+from stages.common import atomic_path, read_json, run_stage, tracked, upstream, write_json
 from stages.config import REPO_ROOT, PaperImagenet, Params, load_params
 from stages.derive import paper_scale_counts
 from stages.paths import (
@@ -506,4 +506,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -22,6 +22,7 @@ from stages.common import (
     finish_processes,
     per_process_batch,
     read_json,
+    run_stage,
     save_torch,
     start_processes,
     to_jsonable,
@@ -121,4 +122,4 @@ def main(dataset: str, seed_arg: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    run_stage(main, *sys.argv[1:3])

@@ -26,6 +26,7 @@ from stages.common import (
     finish_processes,
     per_process_batch,
     read_json,
+    run_stage,
     save_torch,
     start_processes,
     to_jsonable,
@@ -140,4 +141,4 @@ def main(dataset: str, cell: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])
+    run_stage(main, sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])
