@@ -99,6 +99,7 @@ RANGES: tuple[tuple[str, Rule], ...] = (
     ),
     ("data.source", one_of("embedded", "real")),
     ("data.num_workers", at_least(0)),
+    ("data.decode_images", at_least(0)),
     ("data.embedded.test_fraction", within(0, 1, low_open=True, high_open=True)),
     ("data.embedded.*_size", at_least(1)),
     ("data.embedded.coco_images_*", at_least(1)),
