@@ -62,7 +62,8 @@ def genotype_for(tp: TrainParams, cell: str) -> Genotype:
     return load_genotype(tp.genotype, root=REPO_ROOT)
 
 
-def main(dataset: str, cell: str) -> None:
+def main(dataset: str, cell: str | None = None) -> None:
+    cell = cell or dataset
     p = load_params()
     tp: TrainParams = getattr(p, f"train_{dataset}")
     genotype = genotype_for(tp, cell)  # a bad genotype fails before any data is read
@@ -141,4 +142,4 @@ def main(dataset: str, cell: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])
+    run_stage(main, *sys.argv[1:3])

@@ -1,0 +1,255 @@
+"""The real stage commands against bad inputs and faults, in a temporary copy of the repo.
+
+Each refusal is one line on stderr naming the file or key, exit status 1, before any data
+is read or compute spent, and no declared output of any stage changes. Killed stages
+resume; a truncated checkpoint is set aside; a corrupt image stops ``prepare``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from test_dvc_declarations import STAGES, _declared_outs
+from test_mlflow_server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_MMDET = importlib.util.find_spec("mmdet") is None
+COPIED = ("pcdarts", "stages", "detection", "conf", "dvc.yaml", "params.yaml")
+DECLARED = sorted({out for stage in STAGES.values() for out in _declared_outs(stage)})
+STAGE_TIMEOUT_S = 300  # one stage of the shrunken tiny profile takes ~30 s on 2 busy cores
+
+
+@dataclass
+class Repo:
+    root: Path
+    env: dict[str, str]
+
+    def run(
+        self, *argv: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *argv],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=STAGE_TIMEOUT_S,
+            preexec_fn=_one_core,
+        )
+
+    def start(self, *argv: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            cwd=self.root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_one_core,
+        )
+
+    def set_params(self, **values: object) -> None:
+        """Write ``values`` (dotted keys, ``__`` for dots) into params.yaml, unchecked."""
+        raw = yaml.safe_load((self.root / "params.yaml").read_text())
+        for dotted, value in values.items():
+            node = raw
+            *parents, last = dotted.split("__")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        (self.root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    def snapshot(self) -> dict[str, str]:
+        """sha256 of every file under every declared output, plus the checkpoints."""
+        found: dict[str, str] = {}
+        for out in [*DECLARED, ".checkpoints"]:
+            path = self.root / out
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+            for f in files:
+                found[str(f.relative_to(self.root))] = hashlib.sha256(f.read_bytes()).hexdigest()
+        return found
+
+
+def _one_core() -> None:
+    """Stages use every core they may run on; one keeps two processes off each other."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def _copy(target: Path) -> None:
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target / name)
+
+
+def _env(repo: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
+    env.pop("PCDARTS_DEBUG", None)
+    return env
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    """A copy whose every declared output holds a sentinel: a stage that got past its
+    checks would fail on them with another message, or change them."""
+    root = tmp_path_factory.mktemp("refusals")
+    _copy(root)
+    for out in DECLARED:
+        path = root / out
+        if not Path(out).suffix:  # a folder output: data/prepared
+            path = path / "manifest.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"sentinel of {out}\n")
+    return Repo(root, _env(root))
+
+
+def _refused(
+    repo: Repo, argv: tuple[str, ...], *names: str, env: dict[str, str] | None = None
+) -> str:
+    before = repo.snapshot()
+    start = time.monotonic()
+    done = repo.run(*argv, env=env)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    err = done.stderr
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"{' '.join(argv)}: "), err
+    for name in names:
+        assert name in err, (name, err)
+    assert repo.snapshot() == before, "a declared output or checkpoint changed"
+    assert not (repo.root / "mlflow.db").exists(), "an MLflow run was started"
+    assert time.monotonic() - start < STAGE_TIMEOUT_S
+    return err
+
+
+SLOW = pytest.mark.slow  # a stage process each, ~5 s: the first cases stay in the fast suite
+BAD = [  # (stage command, key, value, the rule shown)
+    (("stages.search", "cifar10"), "search.cifar10.loop.lr", -0.1, "must be > 0"),
+    (("stages.prepare",), "search.cifar10.arch_fraction", 1.0, "must lie in (0, 1)"),
+    (("stages.search", "imagenet"), "search.imagenet.loop.epochs", 0, "must be >= 1"),
+    (("stages.search", "cifar10"), "search.cifar10.network.k", 3, "must divide the channels"),
+    (("stages.train", "cifar10"), "train_cifar10.loop.lr_warmup_epochs", 10, "must be < "),
+    (("stages.train", "imagenet", "imagenet"), "train_imagenet.batch_size", 63, "divisible"),
+    (("stages.derive", "cifar10"), "derive.imagenet_classes", 1, "must be >= 2"),
+    (("stages.report",), "seeds", [-1], "every value must lie in [0, "),
+    (("stages.transfer_ssd",), "transfer_ssd.lr", 0.0, "must be > 0"),
+]
+FAST_CASES = 2
+BAD_PARAMS = [
+    pytest.param(
+        *case,
+        id=case[1],
+        marks=[SLOW] * (i >= FAST_CASES)
+        + [pytest.mark.skipif(NO_MMDET, reason="MMDetection is not installed")]
+        * (case[0][0] == "stages.transfer_ssd"),
+    )
+    for i, case in enumerate(BAD)
+]
+
+
+@pytest.mark.parametrize(("argv", "key", "value", "rule"), BAD_PARAMS)
+def test_a_bad_param_is_refused_before_compute(
+    repo: Repo, argv: tuple[str, ...], key: str, value: object, rule: str
+) -> None:
+    good = (repo.root / "params.yaml").read_text()
+    if key == "train_imagenet.batch_size":  # consistent alone, not with two processes
+        repo.set_params(dist__nproc_per_node=2)
+    repo.set_params(**{key.replace(".", "__"): value})
+    try:
+        err = _refused(repo, argv, f"{key} = ", rule, f"or with -S {key}=...", "conf/")
+    finally:
+        (repo.root / "params.yaml").write_text(good)
+    assert str(repo.root / "params.yaml") in err
+
+
+@SLOW
+def test_compose_refuses_a_bad_override_and_keeps_params_yaml(repo: Repo) -> None:
+    good = (repo.root / "params.yaml").read_text()
+    _refused(
+        repo, ("stages.compose", "search.cifar10.loop.lr=-0.1"), "search.cifar10.loop.lr = -0.1"
+    )
+    assert (repo.root / "params.yaml").read_text() == good
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (
+            '{"normal": [["sep_conv_3x3", 0]], "normal_concat": [2, 3, 4, 5], "reduce": [], '
+            '"reduce_concat": [2, 3, 4, 5]}',
+            "normal has 1 [op, input] pairs, not 8",
+        ),
+        pytest.param('{"search/arch_top1_err": 3.1}', "lacks ['normal'", marks=SLOW),
+        ("\x89PNG\r\n", "is not UTF-8 text"),
+    ],
+)
+def test_a_bad_genotype_file_is_refused_naming_it(repo: Repo, content: str, problem: str) -> None:
+    mine = repo.root / "my_cell.json"
+    mine.write_bytes(content.encode("latin-1"))
+    good = (repo.root / "params.yaml").read_text()
+    repo.set_params(train_cifar10__genotype="my_cell.json")
+    try:
+        _refused(repo, ("stages.train", "cifar10"), f"genotype file {mine}", problem, "Expected")
+    finally:
+        (repo.root / "params.yaml").write_text(good)
+
+
+@SLOW
+def test_a_damaged_search_output_and_an_unknown_name_are_refused(repo: Repo) -> None:
+    searched = repo.root / "outputs/search/cifar10/genotype.json"  # holds a sentinel
+    _refused(repo, ("stages.derive", "cifar10"), f"genotype file {searched} is not JSON")
+    good = (repo.root / "params.yaml").read_text()
+    repo.set_params(train_cifar10__genotype="pc_darts_mnist")
+    try:
+        _refused(repo, ("stages.train", "cifar10"), "'pc_darts_mnist'", "pc_darts_cifar")
+    finally:
+        (repo.root / "params.yaml").write_text(good)
+
+
+@SLOW
+def test_a_missing_upstream_output_names_the_stage_to_run(repo: Repo) -> None:
+    searched = repo.root / "outputs/search/imagenet/genotype.json"
+    kept = searched.read_bytes()
+    searched.unlink()
+    try:
+        _refused(
+            repo,
+            ("stages.derive", "imagenet"),
+            f"{searched} is missing",
+            "dvc repro search@imagenet",
+        )
+    finally:
+        searched.write_bytes(kept)
+
+
+def test_a_dead_tracking_server_stops_the_stage_before_compute(repo: Repo) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for argv in (("stages.search", "cifar10"), ("stages.prepare",)):
+        _refused(repo, argv, uri, "unreachable", env={"MLFLOW_TRACKING_URI": uri})
+
+
+@SLOW
+def test_the_debug_switch_shows_the_traceback(repo: Repo) -> None:
+    good = (repo.root / "params.yaml").read_text()
+    repo.set_params(search__cifar10__loop__lr=-0.1)
+    try:
+        done = repo.run("stages.search", "cifar10", env={"PCDARTS_DEBUG": "1"})
+    finally:
+        (repo.root / "params.yaml").write_text(good)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "ParamsError" in done.stderr, done.stderr
