@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -253,3 +255,108 @@ def test_the_debug_switch_shows_the_traceback(repo: Repo) -> None:
         (repo.root / "params.yaml").write_text(good)
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "ParamsError" in done.stderr, done.stderr
+
+
+# --------------------------------------------------------------------------- with real data
+
+TINY_TRAIN = {  # train_cifar10 on a registry cell, smaller still: ~12 s an epoch on one core
+    "data__embedded__imagenet_size": 32,
+    "data__embedded__coco_images_train": 8,
+    "data__embedded__coco_images_val": 4,
+    "train_cifar10__genotype": "pc_darts_cifar",
+    "train_cifar10__network__C": 4,
+    "train_cifar10__network__layers": 3,
+    "train_cifar10__network__auxiliary": False,
+    "train_cifar10__image_size": 8,
+    "train_cifar10__batch_size": 256,
+    "train_cifar10__loop__epochs": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    """A copy with the embedded digits prepared."""
+    root = tmp_path_factory.mktemp("prepared")
+    _copy(root)
+    repo = Repo(root, _env(root))
+    repo.set_params(**TINY_TRAIN)
+    done = repo.run("stages.prepare")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return repo
+
+
+def _truncate(path: Path) -> bytes:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return data
+
+
+@pytest.mark.slow
+def test_prepare_refuses_a_corrupt_image_by_name_and_keeps_the_prepared_data(
+    prepared: Repo,
+) -> None:
+    digits = prepared.root / "data/prepared/digits"
+    real = prepared.root / "data/real"
+    shutil.copytree(digits, real)
+    good = (prepared.root / "params.yaml").read_text()
+    roots = {f"data__{name}_root": str(real / name) for name in ("cifar10", "imagenet", "coco")}
+    prepared.set_params(data__source="real", **roots)
+    victims = [
+        sorted((real / "imagenet/train").rglob("*.*"))[700],  # a JPEG mid-way, of class 4 or so
+        sorted((real / "coco/val2017").iterdir())[2],
+    ]
+    try:
+        for victim in victims:
+            before = prepared.snapshot()
+            kept = _truncate(victim)
+            done = prepared.run("stages.prepare")
+            victim.write_bytes(kept)
+            assert done.returncode == 1, done.stdout
+            err = [line for line in done.stderr.splitlines() if " INFO mlflow" not in line]
+            assert len(err) == 1, done.stderr  # MLflow's own INFO lines aside
+            assert err[0].startswith(f"stages.prepare: {victim}: cannot be decoded"), err
+            assert "Replace or remove the file" in err[0]
+            assert prepared.snapshot() == before  # the earlier prepared data is untouched
+            assert not (prepared.root / "data/.prepared.partial").exists()
+    finally:
+        (prepared.root / "params.yaml").write_text(good)
+        shutil.rmtree(real)
+
+
+def _kill_after_first_checkpoint(repo: Repo) -> Path:
+    """Start train_cifar10, SIGKILL it once its first epoch is checkpointed; the checkpoint."""
+    folder = repo.root / ".checkpoints/train_cifar10"
+    stage = repo.start("stages.train", "cifar10")
+    deadline = time.monotonic() + STAGE_TIMEOUT_S
+    while not list(folder.glob("*.pt")):
+        assert stage.poll() is None, stage.communicate()
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.2)
+    os.kill(stage.pid, signal.SIGKILL)
+    stage.communicate()
+    (checkpoint,) = folder.glob("*.pt")
+    return checkpoint
+
+
+@pytest.mark.slow
+def test_a_killed_stage_resumes_and_a_truncated_checkpoint_is_set_aside(prepared: Repo) -> None:
+    outs = [prepared.root / out for out in DECLARED if out.startswith("outputs/train_cifar10/")]
+    checkpoint = _kill_after_first_checkpoint(prepared)
+    assert not any(out.exists() for out in outs), "a killed stage wrote an output"
+    assert not list((prepared.root / "outputs").rglob(".*.tmp"))
+    good = _truncate(checkpoint)
+
+    done = prepared.run("stages.train", "cifar10")  # the truncated one: set aside, from scratch
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"checkpoint {checkpoint} cannot be loaded" in done.stderr
+    assert (checkpoint.parent / f"{checkpoint.name}.corrupt-1").is_file()
+    assert "resuming" not in done.stdout and all(out.is_file() for out in outs)
+    assert not checkpoint.exists()  # finished: nothing left to resume
+
+    checkpoint.write_bytes(good)  # the intact epoch-1 state, as the killed run left it
+    done = prepared.run("stages.train", "cifar10")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming train_cifar10 after epoch 1" in done.stdout, done.stdout
+    curves = json.loads((prepared.root / "outputs/train_cifar10/curves.json").read_text())
+    assert [c["epoch"] for c in curves] == [0, 1]  # the resumed run's history holds both
+    assert not list((prepared.root / "outputs").rglob(".*.tmp"))
