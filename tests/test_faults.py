@@ -11,14 +11,18 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
+from test_mlflow_server import mlflow_server
 
 import stages.common as common
 from pcdarts.errors import UserError
 from stages.common import Resumable, atomic_path, run_stage, save_torch
+from stages.tracking import stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,3 +146,39 @@ def test_atomic_path_keeps_the_old_file_when_the_block_fails(tmp_path: Path) -> 
         raise RuntimeError("killed")
     assert json.loads(target.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.slow  # starts a real mlflow server (~30 s on 2 busy cores)
+def test_a_tracking_server_that_dies_mid_run_loses_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's default: ~4 min
+    metrics, run_file = tmp_path / "outputs/metrics.json", tmp_path / "outputs/mlflow_run.json"
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as url:
+        run = stage_run(
+            "search",
+            params={"lr": 0.1},
+            profile="tiny",
+            seed=0,
+            repo_root=tmp_path,
+            tracking_uri=url,
+            experiment="dies",
+            run_file=run_file,
+        )
+        tracker = run.__enter__()
+        tracker.log_metrics({"train/loss": 1.0}, step=0)
+        assert tracker.ok
+    # the server is gone (127.0.0.1, nothing listens any more); the stage goes on
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker.log_metrics({"train/loss": 0.5}, step=1)
+        tracker.log_summary({"test/top1_err": 3.0})
+        common.write_json(metrics, {"test/top1_err": 3.0})  # the stage's DVC output
+        run.__exit__(None, None, None)
+    disabled = [w for w in caught if "tracking disabled" in str(w.message)]
+    assert len(disabled) == 1, [str(w.message) for w in caught]
+    assert not tracker.ok and mlflow.active_run() is None
+    assert json.loads(metrics.read_text()) == {"test/top1_err": 3.0}
+    info = json.loads(run_file.read_text())
+    assert info["tracking_ok"] is False and info["tracking_uri"] == url
