@@ -9,6 +9,7 @@ config before it reads any data or builds any model.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, is_dataclass
@@ -40,7 +41,8 @@ class Violation:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """A finite int or float (YAML's .nan and .inf pass the schema's type check)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def greater(low: float) -> Rule:

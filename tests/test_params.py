@@ -46,6 +46,8 @@ def _with(key: str, value: Any) -> dict[str, Any]:
 
 BAD = [  # (key, value, rule, file the message points to; params.yaml is the tiny profile)
     ("search.cifar10.loop.lr", -0.1, "must be > 0", "conf/config.yaml"),
+    ("train_cifar10.loop.lr", float("inf"), "must be > 0", "conf/profile/tiny.yaml"),
+    ("train_cifar10.loop.weight_decay", float("nan"), "must be >= 0", "conf/config.yaml"),
     ("search.imagenet.loop.lr", 0.0, "must be > 0", "conf/profile/tiny.yaml"),
     ("train_cifar10.loop.epochs", 0, "must be >= 1", "conf/profile/tiny.yaml"),
     ("search.cifar10.loop.architect.lr", -1e-3, "must be > 0", "conf/profile/tiny.yaml"),
