@@ -263,8 +263,12 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
 
 
 def section(params: Params, dotted: str) -> Any:
-    """``section(p, "search.cifar10")`` -> that sub-tree."""
+    """``section(p, "search.cifar10")`` -> that sub-tree; ParamsError naming the choices
+    when a part is not there (a mistyped stage argument: ``stages.search mnist``)."""
     node: Any = params
     for part in dotted.split("."):
+        if not hasattr(node, "__dataclass_fields__") or part not in node.__dataclass_fields__:
+            known = ", ".join(getattr(node, "__dataclass_fields__", {}))
+            raise ParamsError(f"params.yaml has no section {dotted!r}; known here: {known}")
         node = getattr(node, part)
     return node

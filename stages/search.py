@@ -29,7 +29,7 @@ from stages.common import (
     tracked,
     write_json,
 )
-from stages.config import REPO_ROOT, load_params
+from stages.config import REPO_ROOT, load_params, section
 from stages.paths import MANIFEST, prepare_outs, splits
 from stages.paths import search_outs as outs
 
@@ -58,7 +58,7 @@ def dvc_stage(dataset: str, seed: int | None) -> str:
 
 def main(dataset: str, seed_arg: str | None = None) -> None:
     p = load_params()
-    sp = getattr(p.search, dataset)
+    sp = section(p, f"search.{dataset}")
     seed = p.seed if seed_arg is None else int(seed_arg)
     extra = None if seed_arg is None else seed
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])

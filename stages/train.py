@@ -34,7 +34,7 @@ from stages.common import (
     upstream,
     write_json,
 )
-from stages.config import REPO_ROOT, SEARCHED, TrainParams, load_params
+from stages.config import REPO_ROOT, SEARCHED, TrainParams, load_params, section
 from stages.paths import MANIFEST, prepare_outs, search_outs
 from stages.paths import train_outs as outs
 
@@ -65,7 +65,7 @@ def genotype_for(tp: TrainParams, cell: str) -> Genotype:
 def main(dataset: str, cell: str | None = None) -> None:
     cell = cell or dataset
     p = load_params()
-    tp: TrainParams = getattr(p, f"train_{dataset}")
+    tp: TrainParams = section(p, f"train_{dataset}")
     genotype = genotype_for(tp, cell)  # a bad genotype fails before any data is read
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
     seed_everything(p.seed)

@@ -13,7 +13,7 @@ import yaml
 
 from pcdarts.errors import UserError
 from stages.compose import compose_params
-from stages.config import Params, ParamsError, load_params, validate
+from stages.config import Params, ParamsError, load_params, section, validate
 from stages.param_rules import RANGES, cell_channels, leaves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,3 +143,10 @@ def test_load_params_refuses_a_bad_file_and_names_it(tmp_path: Path) -> None:
     path.write_text("- a list\n")
     with pytest.raises(ParamsError, match="expected a mapping"):
         load_params(path)
+
+
+def test_a_mistyped_stage_argument_names_the_known_sections() -> None:
+    p = load_params()
+    assert section(p, "search.cifar10") is p.search.cifar10
+    with pytest.raises(ParamsError, match="no section 'search.mnist'; known here: cifar10, imag"):
+        section(p, "search.mnist")
