@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, is_dataclass
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -34,6 +34,7 @@ from stages.tracking import (
     stage_run,
 )
 
+T = TypeVar("T")
 CHECKPOINT_DIR = REPO_ROOT / ".checkpoints"  # in-progress states; git-ignored, not DVC outputs
 DEBUG_ENV = "PCDARTS_DEBUG"  # set to 1: a UserError shows its traceback too
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is renamed <name>.corrupt-<n>
@@ -109,13 +110,14 @@ def upstream(path: Path, produced_by: str) -> Path:
     return path
 
 
-def read_json(path: Path, produced_by: str) -> Any:
-    """An upstream stage's JSON output; MissingInputError or UserError naming the file."""
+def read_json(path: Path, produced_by: str, parse: Callable[[str], T] = json.loads) -> T:
+    """An upstream stage's JSON output through ``parse``; MissingInputError, or UserError
+    naming the file when it is not what ``parse`` expects (damaged, hand-edited)."""
     try:
-        return json.loads(upstream(path, produced_by).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return parse(upstream(path, produced_by).read_text())
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:  # JSONDecodeError too
         raise UserError(
-            f"{path} is not valid JSON ({error}): rerun the stage that writes it "
+            f"{path} is not a valid output of {produced_by} ({error!r}): rerun it "
             f"(dvc repro -f {produced_by})"
         ) from None
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -216,9 +217,8 @@ def validate(raw: dict[str, Any], source: str = "params") -> Params:
         params = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
-        raise ParamsError(
-            f"{source}: invalid key {key!r}: {e.msg if hasattr(e, 'msg') else e}"
-        ) from None
+        problem = str(e.msg if hasattr(e, "msg") else e).splitlines()[0]  # no object dump
+        raise ParamsError(f"{source}: invalid key {key!r}: {problem}") from None
     assert isinstance(params, Params)
     if (bad := first_violation(params)) is not None:
         raise ParamsError(f"{source}: {_message(bad, params.profile)}")
@@ -256,7 +256,15 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
     """Read and validate ``params.yaml``; errors name the file and the key."""
     if not path.is_file():
         raise ParamsError(f"{path} not found: run `make params` to compose it from conf/")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(error, "problem", None) or error
+        raise ParamsError(
+            f"{path} is not valid YAML{line}: {problem}; run `make params` to rewrite it"
+        ) from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     return validate(raw, str(path))

@@ -68,7 +68,7 @@ def main(dataset: str, seed_arg: str | None = None) -> None:
     train_set = image_dataset(
         dataset, root, train=True, augment=True, image_size=sp.image_size, **augment_kwargs(p)
     )
-    weight_idx, arch_idx, _ = indices_from_json((REPO_ROOT / splits(dataset)).read_text())
+    weight_idx, arch_idx, _ = read_json(REPO_ROOT / splits(dataset), "prepare", indices_from_json)
     batch = per_process_batch(sp.batch_size, f"search.{dataset}.batch_size")
     loader_args = {"batch_size": batch, "shuffle": True, "num_workers": p.data.num_workers}
     weight_loader = make_loader(train_set, weight_idx, seed=seed, **loader_args)

@@ -20,8 +20,9 @@ import torch
 from test_mlflow_server import mlflow_server
 
 import stages.common as common
-from pcdarts.errors import UserError
-from stages.common import Resumable, atomic_path, run_stage, save_torch
+from pcdarts.data import indices_from_json
+from pcdarts.errors import MissingInputError, UserError
+from stages.common import Resumable, atomic_path, read_json, run_stage, save_torch
 from stages.tracking import stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,3 +183,16 @@ def test_a_tracking_server_that_dies_mid_run_loses_no_output(
     assert json.loads(metrics.read_text()) == {"test/top1_err": 3.0}
     info = json.loads(run_file.read_text())
     assert info["tracking_ok"] is False and info["tracking_uri"] == url
+
+
+def test_a_damaged_upstream_file_is_a_user_error_naming_it_and_the_stage(tmp_path: Path) -> None:
+    split = tmp_path / "splits/cifar10.json"
+    with pytest.raises(MissingInputError, match=f"{split} is missing: .*dvc repro prepare"):
+        read_json(split, "prepare", indices_from_json)
+    split.parent.mkdir()
+    for text, problem in (('{"weight": [1, 2', "JSONDecodeError"), ('{"weight": [1]}', "'arch'")):
+        split.write_text(text)
+        with pytest.raises(
+            UserError, match=f"^{split} is not a valid output of prepare .*{problem}"
+        ):
+            read_json(split, "prepare", indices_from_json)

@@ -150,3 +150,17 @@ def test_a_mistyped_stage_argument_names_the_known_sections() -> None:
     assert section(p, "search.cifar10") is p.search.cifar10
     with pytest.raises(ParamsError, match="no section 'search.mnist'; known here: cifar10, imag"):
         section(p, "search.mnist")
+
+
+def test_broken_yaml_and_a_wrong_type_are_one_line_naming_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\nsearch: [unclosed\n")
+    with pytest.raises(ParamsError, match=f"^{path} is not valid YAML \\(line 3\\): expected"):
+        load_params(path)
+    path.write_text(yaml.safe_dump(_with("search.cifar10.loop.lr", "abc")))
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == (
+        f"{path}: invalid key 'search.cifar10.loop.lr': Value 'abc' of type 'str' could not be "
+        "converted to Float"
+    )
