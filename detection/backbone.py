@@ -7,7 +7,6 @@ cells named by ``out_indices`` as a tuple of feature maps, the shape the SSD nec
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,32 +16,12 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from detection.checkpoint import BACKBONE_PREFIX, load_backbone_state
-from pcdarts import Genotype, build_network, get_genotype
+from pcdarts import build_network, load_genotype
 
 # Channels of the cell outputs relative to C: a cell concatenates its 4 nodes (SPEC §1).
 CELL_MULTIPLIER = 4
 # The ImageNet stem takes images to 1/8 before the first cell (SPEC §5: 224 -> 28).
 STEM_STRIDE = 8
-
-
-def resolve_genotype(genotype: str | dict[str, Any] | Genotype) -> Genotype:
-    """A genotype from a registry name (``pc_darts_imagenet``), a JSON file written by the
-    ``search`` stage, a ``Genotype.to_dict()`` mapping, or a ``Genotype``."""
-    if isinstance(genotype, Genotype):
-        return genotype
-    if isinstance(genotype, dict):
-        return Genotype.from_dict(genotype)
-    if not isinstance(genotype, str):
-        raise TypeError(f"genotype must be a name, a JSON path or a dict, got {genotype!r}")
-    if genotype.endswith(".json"):
-        path = Path(genotype)
-        if not path.is_file():
-            raise FileNotFoundError(f"genotype file {path} not found")
-        try:
-            return Genotype.from_dict(json.loads(path.read_text()))
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"genotype file {path} is not a genotype: {error}") from None
-    return get_genotype(genotype)  # KeyError naming the known genotypes
 
 
 def reduction_cells(layers: int) -> tuple[int, int]:
@@ -93,7 +72,7 @@ class PCDARTSBackbone(BaseModule):
         _check_arguments(C, layers, out_indices, frozen_stages, init_cfg)
         super().__init__(init_cfg=init_cfg)
         network = build_network(
-            resolve_genotype(genotype), "imagenet", C=C, layers=layers, auxiliary=False
+            load_genotype(genotype), "imagenet", C=C, layers=layers, auxiliary=False
         )
         self.genotype = network.genotype
         self.stem = network.stem

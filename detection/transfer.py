@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,14 @@ from torch import nn
 
 import detection.backbone  # noqa: F401 - registers PCDARTSBackbone
 import detection.ssd_head  # noqa: F401 - registers PredictableSSDHead
-from pcdarts.distributed import is_distributed, max_divergence, reduce_sums, unwrap
+from pcdarts.distributed import (
+    barrier,
+    is_distributed,
+    is_main,
+    max_divergence,
+    reduce_sums,
+    unwrap,
+)
 from pcdarts.runtime import Cost, Stopwatch
 
 OnMetrics = Callable[[Mapping[str, float], int], None]
@@ -38,6 +46,8 @@ OnMetrics = Callable[[Mapping[str, float], int], None]
 COCO_METRICS = tuple(
     f"coco/bbox_{name}" for name in ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 )
+LAST_CHECKPOINT = "last_checkpoint"  # MMEngine's pointer file in the work folder
+CORRUPT_SUFFIX = ".corrupt"  # an unusable checkpoint is renamed <name>.corrupt-<n>
 
 
 @dataclass(frozen=True)
@@ -243,6 +253,38 @@ def trusted_checkpoints() -> Iterator[None]:
             os.environ[key] = before
 
 
+def set_aside_broken_resume_point(work_dir: Path) -> Path | None:
+    """Make ``work_dir`` safe for MMEngine's ``resume=True``: if ``last_checkpoint`` names a
+    checkpoint that is missing or cannot be loaded (a process killed while MMEngine, which
+    does not write atomically, saved it), rename both aside (``.corrupt-<n>``) with a warning,
+    so the run starts afresh instead of crashing. Returns the set-aside checkpoint, if any."""
+    pointer = work_dir / LAST_CHECKPOINT
+    if not pointer.is_file():
+        return None
+    target = Path(pointer.read_text().strip() or work_dir / "missing")
+    try:
+        with trusted_checkpoints():
+            state = torch.load(target, map_location="cpu")
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not a checkpoint dict")
+        return None
+    except Exception as error:  # missing, truncated, not a checkpoint
+        problem = str(error)[:200]
+    n = 1
+    while any(p.with_name(f"{p.name}{CORRUPT_SUFFIX}-{n}").exists() for p in (pointer, target)):
+        n += 1
+    for path in (target, pointer):
+        if path.exists():
+            path.rename(path.with_name(f"{path.name}{CORRUPT_SUFFIX}-{n}"))
+    warnings.warn(
+        f"SSD checkpoint {target} cannot be resumed from ({problem}); set aside as "
+        f"{target.name}{CORRUPT_SUFFIX}-{n}, training starts afresh",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return target
+
+
 def train_and_evaluate(
     cfg: Config,
     work_dir: Path,
@@ -255,6 +297,9 @@ def train_and_evaluate(
     final checkpoint. Under torchrun every rank calls this; ``device`` is the rank's own."""
     cfg = cfg.copy()
     cfg.work_dir = str(work_dir)
+    if is_main():
+        set_aside_broken_resume_point(work_dir)
+    barrier()  # every rank sees the same work folder
     cfg.resume = True  # from work_dir's last checkpoint, if any
     cfg.launcher = "pytorch" if is_distributed() else "none"  # the group is already joined
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):

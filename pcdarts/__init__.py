@@ -6,7 +6,16 @@ A pure library: no tracking, no file writes, no work at import time.
 from pcdarts.architect import Architect
 from pcdarts.config import ArchitectConfig, SearchConfig, TrainConfig
 from pcdarts.counting import count_macs, count_params
-from pcdarts.genotypes import GENOTYPES, Genotype, derive_genotype, edge_weights, get_genotype
+from pcdarts.errors import MissingInputError, UserError
+from pcdarts.genotypes import (
+    GENOTYPES,
+    Genotype,
+    GenotypeError,
+    derive_genotype,
+    edge_weights,
+    get_genotype,
+    load_genotype,
+)
 from pcdarts.network import Network, build_network
 from pcdarts.ops import OPS, PRIMITIVES
 from pcdarts.supernet import MixedOp, Supernet, build_supernet, channel_shuffle
@@ -18,11 +27,14 @@ __all__ = [
     "Architect",
     "ArchitectConfig",
     "Genotype",
+    "GenotypeError",
+    "MissingInputError",
     "MixedOp",
     "Network",
     "SearchConfig",
     "Supernet",
     "TrainConfig",
+    "UserError",
     "build_network",
     "build_supernet",
     "channel_shuffle",
@@ -31,4 +43,5 @@ __all__ = [
     "derive_genotype",
     "edge_weights",
     "get_genotype",
+    "load_genotype",
 ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+SCHEDULES = ("cosine", "linear")  # lr_schedule choices, per-epoch factors in pcdarts/schedule.py
+
 
 @dataclass(frozen=True)
 class ArchitectConfig:

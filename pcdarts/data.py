@@ -20,21 +20,26 @@ import pickle
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms
 from torchvision.datasets import ImageFolder, VisionDataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, pil_loader
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.functional import to_pil_image
+
+from pcdarts.errors import UserError
 
 PathLike = str | os.PathLike[str]
 Transform = Callable[[Any], Any]
+T = TypeVar("T")
 
 # Per-channel statistics of the CIFAR-10 training set (DARTS reference utils.py, CIFAR_MEAN/STD).
 CIFAR_MEAN: tuple[float, float, float] = (0.49139968, 0.48215827, 0.44653124)
@@ -69,6 +74,8 @@ COCO_BOX_TOLERANCE = 1e-3  # pixels; COCO boxes are floats rounded to 2 decimals
 CIFAR_ARCH_FRACTION = 0.5
 IMAGENET_WEIGHT_FRACTION = 0.1
 IMAGENET_ARCH_FRACTION = 0.025
+DECODE_ALL = 0  # decode_images: decode every image (N > 0: a seeded sample of N per split)
+DRAFT_SIDE = 32  # the dataset checks decode JPEGs DCT-scaled to >= this side (1/8 the work)
 FRACTION_DECIMALS = 9  # rounding before floor(), so 0.7 * 10 is 7 and not 6.999...
 NUMPY_SEED_MODULUS = 2**32  # np.random.seed accepts seeds in [0, 2**32)
 WORKER_SEED_STREAM = 1  # separates worker seeds from the sampler's permutation seeds
@@ -80,7 +87,7 @@ DATASETS_HINT = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset on disk is missing or malformed; the message names the path and the fix."""
 
     def __init__(self, path: PathLike, problem: str, remedy: str = DATASETS_HINT) -> None:
@@ -357,29 +364,47 @@ def load_imagenet(root: PathLike, split: str, transform: Transform | None = None
     return dataset
 
 
-def _sample_evenly(items: Sequence[Path], count: int) -> list[Path]:
-    """At most ``count`` items spread evenly over the sequence (first and last included)."""
-    if len(items) <= count:
+def _to_decode(items: Sequence[T], count: int, seed: int) -> list[T]:
+    """Every item (``count``: DECODE_ALL or >= len), else a seeded sample of ``count``."""
+    if count == DECODE_ALL or len(items) <= count:
         return list(items)
-    picks = np.linspace(0, len(items) - 1, count).round().astype(int)
-    return [items[int(i)] for i in picks]
+    picks = sorted(random.Random(seed).sample(range(len(items)), count))
+    return [items[i] for i in picks]
 
 
 def _decode(path: Path) -> tuple[int, int]:
-    """Decode an image fully; returns (width, height)."""
+    """Decode an image cheaply (JPEG: DCT-scaled to DRAFT_SIDE, still reading every byte);
+    returns its (width, height). DatasetError naming the file if it cannot be decoded."""
     try:
-        width, height = pil_loader(str(path)).size
+        with Image.open(path) as image:
+            width, height = image.size
+            image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))  # a no-op for other formats
+            image.load()
     except Exception as exc:  # PIL raises many types for damaged files
-        raise DatasetError(path, f"cannot be decoded ({exc!r})", "Replace the file") from exc
+        raise DatasetError(
+            path, f"cannot be decoded ({exc!r})", "Replace or remove the file"
+        ) from exc
     return int(width), int(height)
 
 
-def check_imagenet(root: PathLike, *, decode_samples: int = 32) -> dict[str, Any]:
+def _decode_all(paths: Sequence[Path], workers: int) -> list[tuple[int, int]]:
+    """Sizes of ``paths``, decoded by ``workers`` threads (PIL releases the GIL); the first
+    damaged file in order raises."""
+    if workers <= 1:
+        return [_decode(p) for p in paths]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(_decode, paths))
+
+
+def check_imagenet(
+    root: PathLike, *, decode_images: int = DECODE_ALL, seed: int = 0, workers: int = 1
+) -> dict[str, Any]:
     """Validate an ILSVRC2012-layout dataset (train/ and val/, same wnids, images decode).
 
-    Counts every file but decodes only ``decode_samples`` per split, spread over the
-    classes, so a full ImageNet checks in seconds. Returns ``{"root", "classes",
-    "train_images", "val_images", "min_side", "max_side"}``; raises DatasetError otherwise.
+    Counts every file and decodes every image (``decode_images`` = DECODE_ALL) or a seeded
+    sample of ``decode_images`` per split. Returns ``{"root", "classes", "train_images",
+    "val_images", "train_decoded", "val_decoded", "min_side", "max_side"}``; raises
+    DatasetError naming the first missing, empty or undecodable path otherwise.
     """
     summary: dict[str, Any] = {"root": str(root)}
     sides: list[int] = []
@@ -389,9 +414,11 @@ def check_imagenet(root: PathLike, *, decode_samples: int = 32) -> dict[str, Any
         classes = _class_folders(split_dir)
         wnids[split] = [c.name for c in classes]
         files = [f for c in classes for f in _image_files(c)]
-        for path in _sample_evenly(files, decode_samples):
-            sides += _decode(path)
+        chosen = _to_decode(files, decode_images, seed)
+        for size in _decode_all(chosen, workers):
+            sides += size
         summary[f"{split}_images"] = len(files)
+        summary[f"{split}_decoded"] = len(chosen)
     if wnids["train"] != wnids["val"]:
         differ = sorted(set(wnids["train"]) ^ set(wnids["val"]))
         raise DatasetError(root, f"train/ and val/ have different class folders ({differ[:5]} ...)")
@@ -403,8 +430,10 @@ def check_imagenet(root: PathLike, *, decode_samples: int = 32) -> dict[str, Any
 # --------------------------------------------------------------------------- COCO
 
 
-def _coco_split(root: Path, split: str, decode_samples: int) -> tuple[dict[str, int], list[str]]:
-    """Check one COCO split; returns ({"images", "annotations"}, category names)."""
+def _coco_split(
+    root: Path, split: str, decode_images: int, seed: int, workers: int
+) -> tuple[dict[str, int], list[str]]:
+    """Check one COCO split; returns ({"images", "annotations", "decoded"}, category names)."""
     ann_path = root / "annotations" / f"instances_{split}.json"
     if not ann_path.is_file():
         raise DatasetError(ann_path, "annotation file is missing (expected the COCO 2017 layout)")
@@ -429,14 +458,18 @@ def _coco_split(root: Path, split: str, decode_samples: int) -> tuple[dict[str, 
         sizes[img["id"]] = (img["width"], img["height"])
     for ann in coco["annotations"]:
         _check_annotation(ann, sizes, categories, ann_path)
-    for img in coco["images"][:decode_samples]:
-        path = image_dir / img["file_name"]
-        if _decode(path) != (img["width"], img["height"]):
+    chosen = _to_decode(coco["images"], decode_images, seed)
+    paths = [image_dir / img["file_name"] for img in chosen]
+    for img, path, size in zip(chosen, paths, _decode_all(paths, workers), strict=True):
+        if size != (img["width"], img["height"]):
             expected = f"{img['width']}x{img['height']}"
             raise DatasetError(path, f"size differs from {ann_path.name} ({expected})", REWRITE)
-    return {"images": len(coco["images"]), "annotations": len(coco["annotations"])}, [
-        categories[k] for k in sorted(categories)
-    ]
+    counts = {
+        "images": len(coco["images"]),
+        "annotations": len(coco["annotations"]),
+        "decoded": len(chosen),
+    }
+    return counts, [categories[k] for k in sorted(categories)]
 
 
 def _check_annotation(
@@ -462,20 +495,23 @@ def _check_annotation(
         raise DatasetError(path, problem, REWRITE)
 
 
-def check_coco(root: PathLike, *, decode_samples: int = 16) -> dict[str, Any]:
+def check_coco(
+    root: PathLike, *, decode_images: int = DECODE_ALL, seed: int = 0, workers: int = 1
+) -> dict[str, Any]:
     """Validate a COCO 2017 detection dataset on disk (train2017 and val2017).
 
     Both instance json files parse, every referenced image exists, every box lies inside
-    its image, categories are non-empty and the same in both; the first
-    ``decode_samples`` images per split are decoded and their sizes compared. Returns
-    ``{"root", "categories", "train2017": {"images", "annotations"}, "val2017": {...}}``.
+    its image, categories are non-empty and the same in both; every listed image
+    (``decode_images`` = DECODE_ALL) or a seeded sample of ``decode_images`` per split is
+    decoded and its size compared. Returns ``{"root", "categories", "train2017": {"images",
+    "annotations", "decoded"}, "val2017": {...}}``.
     """
     root = Path(root)
     summary: dict[str, Any] = {"root": str(root)}
     names: list[list[str]] = []
     for split in COCO_SPLITS:
         try:
-            summary[split], split_names = _coco_split(root, split, decode_samples)
+            summary[split], split_names = _coco_split(root, split, decode_images, seed, workers)
         except (KeyError, TypeError) as exc:  # a record lacks a field or has the wrong type
             ann_path = root / "annotations" / f"instances_{split}.json"
             raise DatasetError(ann_path, f"has a malformed record ({exc!r})", REWRITE) from exc

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pcdarts.distributed import world_size
+from pcdarts.errors import UserError
 
 T = TypeVar("T")
 SECONDS_PER_DAY = 86400.0
@@ -71,10 +72,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise DeviceUnavailableError(
             f"device {name!r} asked for, but CUDA is not available; use 'cpu' or 'auto'"
         )
     return device
+
+
+class DeviceUnavailableError(UserError, RuntimeError):
+    """The configured device does not exist on this machine."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import math
 from collections.abc import Callable
 from functools import partial
 
-SCHEDULES = ("cosine", "linear")
+from pcdarts.config import SCHEDULES
+
 LINEAR_TAIL_EPOCHS = 5  # the reference's linear decay uses a smaller slope for its last 5 epochs
 
 

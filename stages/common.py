@@ -14,25 +14,60 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, is_dataclass
+from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from pcdarts.distributed import init_from_env, is_distributed, is_main, world_size
+from pcdarts.errors import MissingInputError, UserError
 from pcdarts.runtime import resolve_device
 from stages.config import REPO_ROOT, Params
-from stages.tracking import MlflowTracker, stage_run
+from stages.tracking import (
+    MlflowTracker,
+    check_tracking_server,
+    resolve_tracking_uri,
+    stage_run,
+)
 
+T = TypeVar("T")
 CHECKPOINT_DIR = REPO_ROOT / ".checkpoints"  # in-progress states; git-ignored, not DVC outputs
+DEBUG_ENV = "PCDARTS_DEBUG"  # set to 1: a UserError shows its traceback too
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is renamed <name>.corrupt-<n>
+
+
+def run_stage(main: Callable[..., None], *args: str) -> None:
+    """Run a stage's ``main(*args)``; a :class:`UserError` (bad params, data, genotype,
+    missing upstream output, unreachable tracking store) becomes one line on stderr and
+    exit status 1, its traceback only with ``PCDARTS_DEBUG=1``. Other errors are bugs and
+    keep their traceback."""
+    try:
+        main(*args)
+    except UserError as error:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        module = main.__module__
+        if module == "__main__":  # python -m stages.<name>
+            module = f"stages.{Path(sys.argv[0]).stem}"
+        print(f"{' '.join([module, *args])}: {error}".replace("\n", " "), file=sys.stderr)
+        sys.exit(1)
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary sibling of ``path``; it replaces ``path`` only if the block succeeds.
+
+    ``path`` is always the old or the new file, never half of one, also when the process is
+    killed (SIGKILL, power aside: no fsync). A temporary left by a killed writer of the same
+    path is removed here (only one process, rank 0, ever writes a path).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -65,13 +100,26 @@ def write_json(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: Path, produced_by: str) -> Any:
+def upstream(path: Path, produced_by: str) -> Path:
+    """``path``, after checking the upstream stage ``produced_by`` wrote it."""
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} is missing: it is written by the {produced_by!r} stage "
             f"(dvc repro {produced_by})"
         )
-    return json.loads(path.read_text())
+    return path
+
+
+def read_json(path: Path, produced_by: str, parse: Callable[[str], T] = json.loads) -> T:
+    """An upstream stage's JSON output through ``parse``; MissingInputError, or UserError
+    naming the file when it is not what ``parse`` expects (damaged, hand-edited)."""
+    try:
+        return parse(upstream(path, produced_by).read_text())
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:  # JSONDecodeError too
+        raise UserError(
+            f"{path} is not a valid output of {produced_by} ({error!r}): rerun it "
+            f"(dvc repro -f {produced_by})"
+        ) from None
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -99,9 +147,31 @@ class Resumable:
         self.path = CHECKPOINT_DIR / name / f"{config_hash(config)}.pt"
 
     def load(self) -> dict[str, Any] | None:
+        """The saved state, or None: nothing saved, or a file that cannot be read (truncated,
+        not a checkpoint), which is renamed ``<name>.corrupt-<n>`` with a warning."""
         if not self.path.is_file():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict):
+                raise TypeError(f"holds a {type(state).__name__}, not a checkpoint dict")
+        except Exception as error:  # torch.load raises many types for a damaged file
+            aside = self._set_aside() if is_main() else self.path
+            warnings.warn(
+                f"checkpoint {self.path} cannot be loaded ({str(error)[:200]}); moved to "
+                f"{aside.name}, starting afresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+        return state
+
+    def _set_aside(self) -> Path:
+        n = 1
+        while (aside := self.path.with_name(f"{self.path.name}{CORRUPT_SUFFIX}-{n}")).exists():
+            n += 1
+        self.path.rename(aside)
+        return aside
 
     def saver(self) -> Callable[[dict[str, Any]], None]:
         return lambda state: save_torch(self.path, state)
@@ -126,9 +196,12 @@ def start_processes(p: Params, module: str, argv: list[str]) -> torch.device:
 
     With ``dist.nproc_per_node`` or ``dist.nnodes`` above 1 and not yet under torchrun, runs
     ``torch.distributed.run`` on this same stage and exits with its status (so `dvc repro`
-    launches it); under torchrun, joins the process group. Per-process batch =
-    global batch / world size (:func:`per_process_batch`).
+    launches it); under torchrun, joins the process group. First checks that the tracking
+    store answers (TrackingUnavailableError otherwise), so a dead server costs no compute.
+    Per-process batch = global batch / world size (:func:`per_process_batch`).
     """
+    if "LOCAL_RANK" not in os.environ:  # before any data or compute; torchrun's children skip it
+        check_tracking_server(resolve_tracking_uri(REPO_ROOT, p.tracking.tracking_uri))
     d = p.dist
     if (d.nproc_per_node > 1 or d.nnodes > 1) and "LOCAL_RANK" not in os.environ:
         command = [sys.executable, "-m", "torch.distributed.run"]

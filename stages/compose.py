@@ -13,10 +13,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stages.common import atomic_path
-from stages.config import PARAMS_FILE, REPO_ROOT, validate
-
-CONF_DIR = REPO_ROOT / "conf"
+from stages.common import atomic_path, run_stage
+from stages.config import CONF_DIR, PARAMS_FILE, REPO_ROOT, validate
 
 
 def compose_params(overrides: list[str] | None = None) -> dict[str, Any]:
@@ -28,13 +26,12 @@ def compose_params(overrides: list[str] | None = None) -> dict[str, Any]:
     return raw
 
 
-def main(argv: list[str] | None = None) -> None:
-    overrides = sys.argv[1:] if argv is None else argv
-    raw = compose_params(overrides)
+def main(*overrides: str) -> None:
+    raw = compose_params(list(overrides))
     with atomic_path(PARAMS_FILE) as tmp:
         tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
     print(f"wrote {PARAMS_FILE.relative_to(REPO_ROOT)} (profile {raw['profile']!r})")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, *sys.argv[1:])

@@ -11,13 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pcdarts.config import SearchConfig, TrainConfig
+from pcdarts.errors import UserError
+from stages.param_rules import Violation, first_violation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "params.yaml"
+CONF_DIR = REPO_ROOT / "conf"
 
 
 @dataclass
@@ -47,7 +51,10 @@ class DataParams:
     imagenet_root: str = ""  # real: ILSVRC2012 with train/<wnid>/ and val/<wnid>/
     coco_root: str = ""  # real: COCO 2017 with train2017/, val2017/, annotations/
     download_cifar10: bool = False  # real: let torchvision download CIFAR-10 into cifar10_root
-    num_workers: int = 0  # DataLoader workers per process
+    num_workers: int = 0  # DataLoader workers per process (and `prepare`'s decoding threads)
+    # Images per split `prepare` decodes to refuse corrupt files: 0 = every one (ImageNet:
+    # ~1.3 M JPEGs at 1/8 scale, minutes per core), N = a seeded sample of N (in the manifest)
+    decode_images: int = 0
     embedded: EmbeddedDataParams = field(default_factory=EmbeddedDataParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
 
@@ -84,11 +91,13 @@ class NetworkParams:
     auxiliary: bool = True  # auxiliary head at 2/3 depth, SPEC §6
 
 
+SEARCHED = "searched"  # TrainParams.genotype: the genotype this pipeline's search found
+
+
 @dataclass
 class TrainParams:
-    genotype: str = (
-        "searched"  # "searched" (this pipeline's) or a registry name, e.g. pc_darts_cifar
-    )
+    # "searched" (this pipeline's), a registry name (pc_darts_cifar) or a genotype JSON file
+    genotype: str = SEARCHED
     network: NetworkParams = field(default_factory=NetworkParams)
     batch_size: int = 96  # SPEC §6: 96 CIFAR-10 (code; paper 128), 1024 ImageNet
     image_size: int = 32  # SPEC §6: 32 CIFAR-10, 224 ImageNet
@@ -194,12 +203,13 @@ class Params:
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
 
-class ParamsError(ValueError):
-    """params.yaml does not match the schema; the message names the key."""
+class ParamsError(UserError, ValueError):
+    """params.yaml does not match the schema or a value is out of range; names the key."""
 
 
 def validate(raw: dict[str, Any], source: str = "params") -> Params:
-    """Check a plain dict against :class:`Params` and build the typed tree."""
+    """Check a plain dict against :class:`Params` (keys, types) and stages/param_rules.py
+    (ranges, consistency); build the typed tree. ParamsError names the first bad key."""
     schema = OmegaConf.structured(Params)
     _writable(schema)
     try:
@@ -207,12 +217,29 @@ def validate(raw: dict[str, Any], source: str = "params") -> Params:
         params = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
-        raise ParamsError(
-            f"{source}: invalid key {key!r}: {e.msg if hasattr(e, 'msg') else e}"
-        ) from None
+        problem = str(e.msg if hasattr(e, "msg") else e).splitlines()[0]  # no object dump
+        raise ParamsError(f"{source}: invalid key {key!r}: {problem}") from None
     assert isinstance(params, Params)
-    _check_choices(params, source)
+    if (bad := first_violation(params)) is not None:
+        raise ParamsError(f"{source}: {_message(bad, params.profile)}")
     return params
+
+
+def _message(bad: Violation, profile: str) -> str:
+    """``key = value: rule; change it in conf/<file> or with -S key=...``."""
+    value = bad.value if isinstance(bad.value, int | float) else repr(bad.value)
+    return (
+        f"{bad.key} = {value}: {bad.says}; change it in {_conf_file(bad.key, profile)}"
+        f" or with -S {bad.key}=..."
+    )
+
+
+def _conf_file(key: str, profile: str) -> str:
+    """The conf/ file that sets ``key`` for ``profile`` (the profile overlay wins)."""
+    for path in (CONF_DIR / "profile" / f"{profile}.yaml", CONF_DIR / "config.yaml"):
+        if path.is_file() and OmegaConf.select(OmegaConf.load(path), key) is not None:
+            return str(path.relative_to(REPO_ROOT))
+    return "conf/"
 
 
 def _writable(node: Any) -> None:
@@ -225,30 +252,31 @@ def _writable(node: Any) -> None:
                 _writable(child)
 
 
-def _check_choices(p: Params, source: str) -> None:
-    if p.data.source not in ("embedded", "real"):
-        raise ParamsError(
-            f"{source}: data.source must be 'embedded' or 'real', got {p.data.source!r}"
-        )
-    for name in ("train_cifar10", "train_imagenet"):
-        jitter = getattr(p, name).color_jitter
-        if jitter and len(jitter) != 4:
-            raise ParamsError(f"{source}: {name}.color_jitter needs 4 values (b, c, s, h) or []")
-
-
 def load_params(path: Path = PARAMS_FILE) -> Params:
     """Read and validate ``params.yaml``; errors name the file and the key."""
     if not path.is_file():
         raise ParamsError(f"{path} not found: run `make params` to compose it from conf/")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(error, "problem", None) or error
+        raise ParamsError(
+            f"{path} is not valid YAML{line}: {problem}; run `make params` to rewrite it"
+        ) from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     return validate(raw, str(path))
 
 
 def section(params: Params, dotted: str) -> Any:
-    """``section(p, "search.cifar10")`` -> that sub-tree."""
+    """``section(p, "search.cifar10")`` -> that sub-tree; ParamsError naming the choices
+    when a part is not there (a mistyped stage argument: ``stages.search mnist``)."""
     node: Any = params
     for part in dotted.split("."):
+        if not hasattr(node, "__dataclass_fields__") or part not in node.__dataclass_fields__:
+            known = ", ".join(getattr(node, "__dataclass_fields__", {}))
+            raise ParamsError(f"params.yaml has no section {dotted!r}; known here: {known}")
         node = getattr(node, part)
     return node

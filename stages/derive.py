@@ -13,8 +13,8 @@ import sys
 from typing import Any
 
 from pcdarts import build_network, count_macs, count_params
-from pcdarts.genotypes import Genotype
-from stages.common import read_json, tracked, write_json
+from pcdarts.genotypes import Genotype, load_genotype
+from stages.common import run_stage, tracked, upstream, write_json
 from stages.config import REPO_ROOT, DeriveParams, load_params
 from stages.diagrams import save_cell_diagrams
 from stages.paths import derive_outs as outs
@@ -43,8 +43,8 @@ def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
 
 def main(dataset: str) -> None:
     p = load_params()
-    genotype = Genotype.from_dict(
-        read_json(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}")
+    genotype = load_genotype(
+        upstream(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}")
     )
     o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
     with tracked(
@@ -85,4 +85,4 @@ def main(dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    run_stage(main, sys.argv[1])

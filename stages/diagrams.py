@@ -13,7 +13,6 @@ genotype always gives the same PNG bytes (Agg backend, no timestamps or version 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import tempfile
@@ -26,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from pcdarts.genotypes import Genotype, get_genotype
+from pcdarts.genotypes import Genotype, load_genotype
 from pcdarts.ops import PRIMITIVES
 
 # Colours of the DARTS reference visualize.py (graphviz names): inputs darkseagreen2,
@@ -352,11 +351,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--prefix", default="")
     args = parser.parse_args(argv)
-    source = Path(args.genotype)
-    if source.suffix == ".json" and source.is_file():
-        genotype = Genotype.from_dict(json.loads(source.read_text()))
-    else:
-        genotype = get_genotype(args.genotype)
+    genotype = load_genotype(args.genotype)
     for path in save_cell_diagrams(genotype, args.out_dir, args.prefix).values():
         print(path)
 

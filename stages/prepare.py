@@ -23,7 +23,7 @@ from pcdarts.data import (
     split_per_class,
     split_weight_arch,
 )
-from stages.common import tracked, write_json
+from stages.common import run_stage, tracked, write_json
 from stages.config import REPO_ROOT, Params, load_params
 from stages.embedded_data import write_all
 from stages.paths import PREPARED as OUT
@@ -68,10 +68,15 @@ def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
         import torchvision  # noqa: PLC0415 - only when the user allowed a download
 
         torchvision.datasets.CIFAR10(str(roots["cifar10"]), train=True, download=True)
+    decode = {
+        "decode_images": p.data.decode_images,
+        "seed": p.seed,
+        "workers": max(1, p.data.num_workers),
+    }
     summaries = {
         "cifar10": check_cifar10(roots["cifar10"]),
-        "imagenet": check_imagenet(roots["imagenet"]),
-        "coco": check_coco(roots["coco"]),
+        "imagenet": check_imagenet(roots["imagenet"], **decode),
+        "coco": check_coco(roots["coco"], **decode),
     }
     s = p.search
     n_cifar = len(load_cifar10(roots["cifar10"], train=True))
@@ -123,6 +128,12 @@ def main() -> None:
         tracker.log_artifact(target / "manifest.json")
     counts = {k: v.get("train_images") for k, v in manifest["datasets"].items()}
     print(f"prepared {p.data.source} data in {OUT}: train images {counts}")
+    imagenet, coco = manifest["datasets"]["imagenet"], manifest["datasets"]["coco"]
+    decoded = [
+        f"ImageNet {imagenet[f'{s}_decoded']} of {imagenet[f'{s}_images']} {s}"
+        for s in ("train", "val")
+    ] + [f"COCO {coco[s]['decoded']} of {coco[s]['images']} {s}" for s in ("train2017", "val2017")]
+    print(f"decoded (seed {p.seed}): {', '.join(decoded)}")
 
 
 def _split_params(p: Params) -> dict[str, float]:
@@ -135,4 +146,4 @@ def _split_params(p: Params) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

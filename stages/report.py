@@ -22,9 +22,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pcdarts.genotypes import Genotype
+from pcdarts.genotypes import load_genotype
 from pcdarts.ops import PRIMITIVES
-from stages.common import atomic_path, read_json, tracked, write_json
+from stages.common import atomic_path, read_json, run_stage, tracked, upstream, write_json
 from stages.config import REPO_ROOT, PaperImagenet, Params, load_params
 from stages.derive import paper_scale_counts
 from stages.paths import (
@@ -253,10 +253,12 @@ def seed_stability(p: Params, dataset: str = "cifar10") -> tuple[list[str], dict
     genotypes, results = [], []
     for seed, extra in seeds:
         stage = f"search@{dataset}" if extra is None else f"search_seed@{dataset}-{seed}"
-        genotype = _load(search_outs(dataset, extra)["genotype"], stage)
+        genotype = load_genotype(
+            upstream(REPO_ROOT / search_outs(dataset, extra)["genotype"], stage)
+        )
         metrics = _load(search_outs(dataset, extra)["metrics"], stage)
-        counts = paper_scale_counts(Genotype.from_dict(genotype), p.derive)
-        genotypes.append(Genotype.from_dict(genotype))
+        counts = paper_scale_counts(genotype, p.derive)
+        genotypes.append(genotype)
         results.append(
             {
                 "seed": seed,
@@ -375,8 +377,10 @@ def build_report(p: Params) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     for title, rows in tables.items():
         summary["tables"][title] = {r.what: {"ours": r.ours, "paper": r.paper} for r in rows}
     for dataset in DATASETS:
-        genotype = _load(search_outs(dataset)["genotype"], f"search@{dataset}")
-        blocks.append(("p", f"{dataset}-searched cell: {_genotype_text(genotype)}"))
+        genotype = load_genotype(
+            upstream(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}")
+        )
+        blocks.append(("p", f"{dataset}-searched cell: {_genotype_text(genotype.to_dict())}"))
         for kind in ("normal", "reduction"):
             rel = report_outs()[f"cell_{dataset}_{kind}"].relative_to("reports")
             blocks.append(("img", (str(rel), f"{dataset}-searched {kind} cell")))
@@ -502,4 +506,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

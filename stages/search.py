@@ -22,13 +22,14 @@ from stages.common import (
     finish_processes,
     per_process_batch,
     read_json,
+    run_stage,
     save_torch,
     start_processes,
     to_jsonable,
     tracked,
     write_json,
 )
-from stages.config import REPO_ROOT, load_params
+from stages.config import REPO_ROOT, load_params, section
 from stages.paths import MANIFEST, prepare_outs, splits
 from stages.paths import search_outs as outs
 
@@ -57,7 +58,7 @@ def dvc_stage(dataset: str, seed: int | None) -> str:
 
 def main(dataset: str, seed_arg: str | None = None) -> None:
     p = load_params()
-    sp = getattr(p.search, dataset)
+    sp = section(p, f"search.{dataset}")
     seed = p.seed if seed_arg is None else int(seed_arg)
     extra = None if seed_arg is None else seed
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
@@ -67,7 +68,7 @@ def main(dataset: str, seed_arg: str | None = None) -> None:
     train_set = image_dataset(
         dataset, root, train=True, augment=True, image_size=sp.image_size, **augment_kwargs(p)
     )
-    weight_idx, arch_idx, _ = indices_from_json((REPO_ROOT / splits(dataset)).read_text())
+    weight_idx, arch_idx, _ = read_json(REPO_ROOT / splits(dataset), "prepare", indices_from_json)
     batch = per_process_batch(sp.batch_size, f"search.{dataset}.batch_size")
     loader_args = {"batch_size": batch, "shuffle": True, "num_workers": p.data.num_workers}
     weight_loader = make_loader(train_set, weight_idx, seed=seed, **loader_args)
@@ -121,4 +122,4 @@ def main(dataset: str, seed_arg: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    run_stage(main, *sys.argv[1:3])

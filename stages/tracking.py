@@ -34,6 +34,8 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
+from pcdarts.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DB_NAME = "mlflow.db"
@@ -44,7 +46,7 @@ MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on params in one call
 PACKAGES = ("torch", "torchvision", "numpy", "mlflow", "dvc")
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(UserError, RuntimeError):
     """The tracking store cannot be reached or written at start."""
 
 

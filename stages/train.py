@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pcdarts import build_network, count_macs, count_params, get_genotype
+from pcdarts import build_network, count_macs, count_params
 from pcdarts.data import image_dataset, make_loader
-from pcdarts.genotypes import Genotype
+from pcdarts.genotypes import Genotype, load_genotype
 from pcdarts.network import LogitsOnly
 from pcdarts.runtime import seed_everything
 from pcdarts.train import Trainer
@@ -26,13 +26,15 @@ from stages.common import (
     finish_processes,
     per_process_batch,
     read_json,
+    run_stage,
     save_torch,
     start_processes,
     to_jsonable,
     tracked,
+    upstream,
     write_json,
 )
-from stages.config import REPO_ROOT, TrainParams, load_params
+from stages.config import REPO_ROOT, SEARCHED, TrainParams, load_params, section
 from stages.paths import MANIFEST, prepare_outs, search_outs
 from stages.paths import train_outs as outs
 
@@ -53,16 +55,18 @@ def stage_name(dataset: str, cell: str) -> str:
 
 
 def genotype_for(tp: TrainParams, cell: str) -> Genotype:
-    if tp.genotype == "searched":
-        return Genotype.from_dict(
-            read_json(REPO_ROOT / search_outs(cell)["genotype"], f"search@{cell}")
-        )
-    return get_genotype(tp.genotype)
+    """``"searched"`` (``search@<cell>``'s output), a registry name or a JSON file (relative
+    to the repository), through the one loader."""
+    if tp.genotype == SEARCHED:
+        return load_genotype(upstream(REPO_ROOT / search_outs(cell)["genotype"], f"search@{cell}"))
+    return load_genotype(tp.genotype, root=REPO_ROOT)
 
 
-def main(dataset: str, cell: str) -> None:
+def main(dataset: str, cell: str | None = None) -> None:
+    cell = cell or dataset
     p = load_params()
-    tp: TrainParams = getattr(p, f"train_{dataset}")
+    tp: TrainParams = section(p, f"train_{dataset}")
+    genotype = genotype_for(tp, cell)  # a bad genotype fails before any data is read
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
     seed_everything(p.seed)
     manifest = read_json(REPO_ROOT / MANIFEST, "prepare")
@@ -79,7 +83,6 @@ def main(dataset: str, cell: str) -> None:
     loaders = {"seed": p.seed, "num_workers": p.data.num_workers}
     train_loader = make_loader(train_set, None, batch, shuffle=True, **loaders)
     test_loader = make_loader(test_set, None, batch, shuffle=False, **loaders)
-    genotype = genotype_for(tp, cell)
     n_classes = len(manifest["datasets"][dataset]["classes"])
     net_args = {
         "dataset": dataset,
@@ -95,7 +98,9 @@ def main(dataset: str, cell: str) -> None:
         "model/macs_conv_linear_m": count_macs(model, tp.image_size, "conv_linear"),
     }
     o = {k: REPO_ROOT / v for k, v in outs(dataset, cell).items()}
-    upstream = [search_outs(cell)["run"]] if tp.genotype == "searched" else [prepare_outs()["run"]]
+    upstream_runs = (
+        [search_outs(cell)["run"]] if tp.genotype == SEARCHED else [prepare_outs()["run"]]
+    )
     with tracked(
         p,
         stage_name(dataset, cell),
@@ -103,7 +108,7 @@ def main(dataset: str, cell: str) -> None:
         run_file=outs(dataset, cell)["run"],
         dataset=f"{dataset}:{cell}-cell",
         dataset_size=len(train_set),
-        upstream_run_files=upstream,
+        upstream_run_files=upstream_runs,
     ) as tracker:
         tracker.log_dict(genotype.to_dict(), "genotype.json")
         trainer = Trainer(model, tp.loop, device, tracker)
@@ -137,4 +142,4 @@ def main(dataset: str, cell: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])
+    run_stage(main, *sys.argv[1:3])

@@ -30,6 +30,7 @@ from stages.common import (
     finish_processes,
     per_process_batch,
     read_json,
+    run_stage,
     save_torch,
     start_processes,
     tracked,
@@ -106,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -194,7 +194,48 @@ def test_imagenet_errors_name_the_path(tmp_path: Path) -> None:
         check_imagenet(tmp_path / "x")
 
 
+def _truncate(path: Path) -> None:
+    """Cut an image file short, as an interrupted copy or download does."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_check_imagenet_decodes_every_image_and_names_a_corrupt_one(
+    tmp_path: Path, workers: int
+) -> None:
+    _write_image_folder(tmp_path, ("n01", "n02", "n03"), per_class=12)
+    summary = check_imagenet(tmp_path, workers=workers)
+    assert (summary["train_decoded"], summary["val_decoded"]) == (36, 36)
+    victim = tmp_path / "train" / "n02" / "7.png"  # neither first, last nor evenly spread
+    _truncate(victim)
+    with pytest.raises(DatasetError, match=f"^{victim}: cannot be decoded .*Replace or remove"):
+        check_imagenet(tmp_path, workers=workers)
+
+
+def test_check_imagenet_decodes_a_seeded_sample_when_asked(tmp_path: Path) -> None:
+    _write_image_folder(tmp_path, ("n01", "n02"), per_class=20)
+    summary = check_imagenet(tmp_path, decode_images=5, seed=1)
+    assert (summary["train_images"], summary["train_decoded"], summary["val_decoded"]) == (40, 5, 5)
+    for k in range(20):  # corrupt the whole val split: any sample of it finds one
+        _truncate(tmp_path / "val" / "n01" / f"{k}.png")
+    with pytest.raises(DatasetError, match="cannot be decoded"):
+        check_imagenet(tmp_path, decode_images=5, seed=1)
+
+
 # --------------------------------------------------------------------------- COCO
+
+
+def test_check_coco_refuses_a_corrupt_image_by_name(tmp_path: Path) -> None:
+    root = _write_coco(tmp_path / "coco")
+    assert check_coco(root)["train2017"]["decoded"] == 1
+    victim = root / "train2017" / "1.jpg"
+    _truncate(victim)
+    with pytest.raises(DatasetError, match=f"^{victim}: cannot be decoded"):
+        check_coco(root)
+    victim.write_bytes(b"")  # an empty file
+    with pytest.raises(DatasetError, match=f"^{victim}: cannot be decoded"):
+        check_coco(root, workers=2)
 
 
 def test_check_coco_accepts_and_rejects(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ from detection.transfer import (  # noqa: E402
     Schedule,
     TransferResult,
     build_config,
+    set_aside_broken_resume_point,
     train_and_evaluate,
 )
 from pcdarts import build_network, get_genotype  # noqa: E402
@@ -280,6 +281,35 @@ def test_ssd_interrupted_mid_training_resumes_where_it_stopped(tmp_path: Path) -
             resumed.checkpoint["state_dict"][name], value, rtol=0, atol=0, msg=name
         )
     assert resumed.metrics == full.metrics
+
+    # Killed while MMEngine (not atomically) saved epoch 2: a truncated last checkpoint.
+    (tmp_path / "full" / "epoch_2.pth").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.warns(RuntimeWarning, match="epoch_2.pth cannot be resumed from"):
+        again, again_steps = run("full")
+    assert again_steps == [1, 2, 3, 4]  # started afresh, no crash
+    assert (tmp_path / "full" / "epoch_2.pth.corrupt-1").is_file()
+    assert again.metrics == full.metrics
+
+
+def test_a_broken_resume_point_is_set_aside_and_a_good_one_kept(tmp_path: Path) -> None:
+    assert set_aside_broken_resume_point(tmp_path) is None  # a fresh work folder
+    good = tmp_path / "epoch_1.pth"
+    torch.save({"state_dict": {}, "meta": {"epoch": 1}}, good)
+    (tmp_path / "last_checkpoint").write_text(str(good))
+    assert set_aside_broken_resume_point(tmp_path) is None
+    assert good.is_file() and (tmp_path / "last_checkpoint").is_file()
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match=f"SSD checkpoint {good} cannot be resumed"):
+        assert set_aside_broken_resume_point(tmp_path) == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch_1.pth.corrupt-1",
+        "last_checkpoint.corrupt-1",
+    ]
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "epoch_9.pth"))  # deleted file
+    with pytest.warns(RuntimeWarning, match="epoch_9.pth"):
+        set_aside_broken_resume_point(tmp_path)
+    assert not (tmp_path / "last_checkpoint").exists()
 
 
 # --- two processes (gloo) through MMEngine's `pytorch` launcher ---------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from pcdarts import GENOTYPES, PRIMITIVES, Genotype, derive_genotype, edge_weights, get_genotype
-from pcdarts.genotypes import steps_for_edges
+from pcdarts.errors import MissingInputError, UserError
+from pcdarts.genotypes import GenotypeError, UnknownGenotypeError, load_genotype, steps_for_edges
 
 NONE = PRIMITIVES.index("none")
 EDGES, OPS = 14, len(PRIMITIVES)
@@ -64,6 +66,103 @@ def test_from_dict_rejects_states_not_yet_computed(position: int, state: int) ->
     d["normal"][position] = ["sep_conv_3x3", state]
     with pytest.raises(ValueError, match="not yet computed"):
         Genotype.from_dict(d)
+
+
+def _broken(d: dict[str, Any], what: str) -> Any:
+    """``d`` (a valid genotype dict) broken in one way."""
+    if what == "unknown op":
+        d["normal"][2] = ["conv_7x7", 0]
+    elif what == "input out of range":
+        d["reduce"][5] = ["sep_conv_3x3", 7]
+    elif what == "three nodes":
+        d["normal"] = d["normal"][:6]
+    elif what == "five nodes":
+        d["reduce"] = [*d["reduce"], ["skip_connect", 0], ["skip_connect", 1]]
+    elif what == "not a pair":
+        d["normal"][0] = "sep_conv_3x3"
+    elif what == "float input":
+        d["normal"][1] = ["skip_connect", 0.5]
+    elif what == "wrong concat":
+        d["normal_concat"] = [2, 3, 4]
+    elif what == "metrics json":
+        return {"search/arch_top1_err": 3.1, "profile": "tiny"}
+    elif what == "a list":
+        return [d]
+    return d
+
+
+BROKEN = {  # how each break shows in the message
+    "unknown op": "normal[2] op 'conv_7x7' is not a DARTS primitive",
+    "input out of range": "reduce[5] (node 2) reads state 7, not yet computed",
+    "three nodes": "normal has 6 [op, input] pairs, not 8",
+    "five nodes": "reduce has 10 [op, input] pairs, not 8",
+    "not a pair": "normal[0] = 'sep_conv_3x3' is not an [op, input] pair",
+    "float input": "normal[1] input 0.5 is not an integer",
+    "wrong concat": "normal_concat is [2, 3, 4], not [2, 3, 4, 5]",
+    "metrics json": "lacks ['normal', 'normal_concat', 'reduce', 'reduce_concat']",
+    "a list": "holds a JSON list, not an object",
+}
+
+
+@pytest.mark.parametrize("what", sorted(BROKEN))
+def test_loader_refuses_a_broken_file_naming_it_the_problem_and_the_shape(
+    what: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(_broken(_valid_dict(), what)))
+    with pytest.raises(GenotypeError) as info:
+        load_genotype(path)
+    message = str(info.value)
+    assert message.startswith(f"genotype file {path}: {BROKEN[what]}"), message
+    assert '"normal_concat": [2, 3, 4, 5]' in message and "sep_conv_3x3" in message
+    assert "\n" not in message and "Traceback" not in message
+    assert isinstance(info.value, UserError)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "is not UTF-8 text (byte 0x89 at offset 0)"),
+        (b'{"normal": [', "is not JSON (Expecting value at line 1, column 13)"),
+        (b"", "is not JSON (Expecting value at line 1, column 1)"),
+    ],
+)
+def test_loader_refuses_binary_and_non_json_files(
+    content: bytes, problem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "cell.json"
+    path.write_bytes(content)
+    with pytest.raises(GenotypeError, match="Expected a JSON object") as info:
+        load_genotype(str(path))
+    assert str(info.value).startswith(f"genotype file {path} {problem}"), str(info.value)
+
+
+def test_loader_missing_file_folder_and_unknown_name(tmp_path: Path) -> None:
+    with pytest.raises(MissingInputError, match=f"genotype file {tmp_path}/nope.json not found"):
+        load_genotype(tmp_path / "nope.json")
+    with pytest.raises(FileNotFoundError):  # MissingInputError is one: callers may catch it
+        load_genotype("nope.json", root=tmp_path)
+    (tmp_path / "cells.json").mkdir()
+    with pytest.raises(GenotypeError, match="is a folder"):
+        load_genotype(tmp_path / "cells.json")
+    with pytest.raises(UnknownGenotypeError, match="'pc_darts_mnist'; known: darts_v2") as info:
+        load_genotype("pc_darts_mnist")
+    assert isinstance(info.value, KeyError) and not str(info.value).startswith("'")
+
+
+def test_loader_takes_names_files_mappings_and_genotypes(tmp_path: Path) -> None:
+    cifar = get_genotype("pc_darts_cifar")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "g.json").write_text(json.dumps(cifar.to_dict()))
+    (tmp_path / "cell").write_text(json.dumps(cifar.to_dict()))  # an existing file, no suffix
+    assert load_genotype("pc_darts_cifar") is cifar
+    assert load_genotype(cifar) is cifar
+    assert load_genotype(cifar.to_dict()) == cifar
+    assert load_genotype(tmp_path / "sub" / "g.json") == cifar
+    assert load_genotype("sub/g.json", root=tmp_path) == cifar
+    assert load_genotype("cell", root=tmp_path) == cifar
+    with pytest.raises(GenotypeError, match="genotype mapping: normal\\[2\\] op 'conv_7x7'"):
+        load_genotype(_broken(_valid_dict(), "unknown op"))
 
 
 def test_get_genotype_unknown_name_lists_known() -> None:

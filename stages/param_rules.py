@@ -1,0 +1,229 @@
+"""Ranges and consistency of ``params.yaml``: one table, checked when a stage loads its params.
+
+The schema (stages/config.py) checks keys and types; this checks values. ``RANGES`` maps
+key patterns (``fnmatch`` over the dotted key, ``*`` spans dots) to the range every
+matching value must lie in; ``CONSISTENCY`` holds the few rules that relate two keys.
+:func:`first_violation` returns the first value outside its rule, so a stage refuses a bad
+config before it reads any data or builds any model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, is_dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from pcdarts.config import SCHEDULES
+
+SEED_LIMIT = 2**32  # np.random.seed accepts seeds in [0, 2**32)
+MIN_LAYERS = 3  # a normal cell and the two reduction cells at 1/3 and 2/3 depth (SPEC §1)
+MAX_HUE = 0.5  # ColorJitter's hue lies in [0, 0.5]
+COLOR_JITTER_VALUES = 4  # brightness, contrast, saturation, hue (SPEC §6)
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # pcdarts.runtime.resolve_device's names
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A test on one value and what it says when the value fails it."""
+
+    ok: Callable[[Any], bool]
+    says: str  # completes "<key> = <value>: ..."
+
+
+@dataclass(frozen=True)
+class Violation:
+    key: str  # full dotted key, e.g. search.cifar10.loop.lr
+    value: Any
+    says: str
+
+
+def _number(v: Any) -> bool:
+    """A finite int or float (YAML's .nan and .inf pass the schema's type check)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def greater(low: float) -> Rule:
+    return Rule(lambda v: _number(v) and v > low, f"must be > {low}")
+
+
+def at_least(low: float) -> Rule:
+    return Rule(lambda v: _number(v) and v >= low, f"must be >= {low}")
+
+
+def within(low: float, high: float, *, low_open: bool, high_open: bool) -> Rule:
+    def ok(v: Any) -> bool:
+        above = v > low if low_open else v >= low
+        below = v < high if high_open else v <= high
+        return _number(v) and above and below
+
+    return Rule(
+        ok, f"must lie in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    )
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule(lambda v: v in choices, f"must be one of {', '.join(map(repr, choices))}")
+
+
+def each(rule: Rule) -> Rule:
+    return Rule(lambda v: all(rule.ok(x) for x in v), f"every value {rule.says}")
+
+
+def optional(rule: Rule) -> Rule:
+    return Rule(
+        lambda v: v is None or rule.ok(v), f"must be null or {rule.says.removeprefix('must be ')}"
+    )
+
+
+FRACTION = within(0, 1, low_open=True, high_open=False)  # (0, 1]
+PROBABILITY = within(0, 1, low_open=False, high_open=True)  # [0, 1)
+SEED = within(0, SEED_LIMIT, low_open=False, high_open=True)
+COLOR_JITTER = Rule(
+    lambda v: (
+        len(v) in (0, COLOR_JITTER_VALUES)
+        and all(_number(x) and x >= 0 for x in v)
+        and (not v or v[-1] <= MAX_HUE)
+    ),
+    f"must be [] or {COLOR_JITTER_VALUES} values >= 0 (brightness, contrast, saturation,"
+    f" hue <= {MAX_HUE})",
+)
+
+# Every int or float in params.yaml matches at least one pattern (tests/test_params.py).
+RANGES: tuple[tuple[str, Rule], ...] = (
+    ("seed", SEED),
+    ("seeds", each(SEED)),
+    (
+        "device",
+        Rule(lambda v: DEVICE.fullmatch(v) is not None, "must be auto, cpu, cuda or cuda:N"),
+    ),
+    ("data.source", one_of("embedded", "real")),
+    ("data.num_workers", at_least(0)),
+    ("data.decode_images", at_least(0)),
+    ("data.embedded.test_fraction", within(0, 1, low_open=True, high_open=True)),
+    ("data.embedded.*_size", at_least(1)),
+    ("data.embedded.coco_images_*", at_least(1)),
+    ("data.augment.cifar_crop_padding", at_least(0)),
+    ("data.augment.imagenet_crop_scale_min", FRACTION),
+    ("*.C", at_least(1)),
+    ("*.layers", at_least(MIN_LAYERS)),
+    ("*.k", at_least(1)),
+    ("*batch_size", at_least(1)),
+    ("*image_size", at_least(1)),
+    ("search.*.arch_fraction", within(0, 1, low_open=True, high_open=True)),  # both halves used
+    ("search.*.weight_fraction", FRACTION),
+    ("search.*.arch_fraction_per_class", FRACTION),
+    ("*.epochs", at_least(1)),
+    ("*.warmup_epochs", at_least(0)),
+    ("*.lr_warmup_epochs", at_least(0)),
+    ("*.lr", greater(0)),
+    ("*.lr_min", at_least(0)),
+    ("*.lr_schedule", one_of(*SCHEDULES)),
+    ("*.momentum", PROBABILITY),
+    ("*.weight_decay", at_least(0)),
+    ("*.loop.grad_clip", greater(0)),
+    ("*.architect.grad_clip", optional(greater(0))),
+    ("*.betas", each(PROBABILITY)),
+    ("*.hvp_eps", greater(0)),
+    ("*.eval_every", at_least(1)),
+    ("train_*.cutout_length", at_least(0)),
+    ("train_*.color_jitter", COLOR_JITTER),
+    ("*.aux_weight", at_least(0)),
+    ("*.drop_path_prob", PROBABILITY),
+    ("*.label_smoothing", PROBABILITY),
+    ("derive.mobile_budget_macs_m", greater(0)),
+    ("derive.*_classes", at_least(2)),
+    ("transfer_ssd.val_interval", at_least(1)),
+    ("transfer_ssd.log_interval", at_least(1)),
+    ("report.paper.*", at_least(0)),
+    ("dist.nproc_per_node", at_least(1)),
+    ("dist.nnodes", at_least(1)),
+)
+
+
+def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-dataclass value of a dataclass tree."""
+    for f in fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            yield from leaves(value, f"{key}.")
+        else:
+            yield key, value
+
+
+def _get(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = getattr(tree, part)
+    return tree
+
+
+def cell_channels(C: int, layers: int) -> list[int]:  # noqa: N803 - the paper's name
+    """Channels of every supernet cell: C, doubled at each reduction (1/3, 2/3 depth)."""
+    reductions = (layers // 3, 2 * layers // 3)
+    return [C * 2 ** sum(i >= r for r in reductions) for i in range(layers)]
+
+
+def _search_rules(p: Any) -> Iterator[Violation]:
+    world = p.dist.nproc_per_node * p.dist.nnodes
+    for name in ("cifar10", "imagenet"):
+        s, key = getattr(p.search, name), f"search.{name}"
+        if s.loop.warmup_epochs >= s.loop.epochs:
+            says = f"must be < {key}.loop.epochs = {s.loop.epochs} (else no architecture step)"
+            yield Violation(f"{key}.loop.warmup_epochs", s.loop.warmup_epochs, says)
+        channels = sorted(set(cell_channels(s.network.C, s.network.layers)))
+        if any(c % s.network.k for c in channels):
+            says = f"must divide the channels of every cell, {channels} (from {key}.network.C)"
+            yield Violation(f"{key}.network.k", s.network.k, says)
+        if s.weight_fraction + s.arch_fraction_per_class > 1:
+            says = f"plus {key}.weight_fraction = {s.weight_fraction} must be <= 1 (per class)"
+            yield Violation(f"{key}.arch_fraction_per_class", s.arch_fraction_per_class, says)
+        yield from _divides(f"{key}.batch_size", s.batch_size, world)
+
+
+def _loop_rules(p: Any) -> Iterator[Violation]:
+    for key in ("search.cifar10", "search.imagenet", "train_cifar10", "train_imagenet"):
+        loop = _get(p, key).loop
+        if loop.lr_warmup_epochs >= loop.epochs:
+            says = f"must be < {key}.loop.epochs = {loop.epochs}"
+            yield Violation(f"{key}.loop.lr_warmup_epochs", loop.lr_warmup_epochs, says)
+        if getattr(loop, "lr_min", 0.0) > loop.lr:
+            says = f"must be <= {key}.loop.lr = {loop.lr}"
+            yield Violation(f"{key}.loop.lr_min", loop.lr_min, says)
+
+
+def _divides(key: str, batch: int, world: int) -> Iterator[Violation]:
+    if batch % world:
+        says = f"must be divisible by the {world} processes (dist.nproc_per_node x dist.nnodes)"
+        yield Violation(key, batch, says)
+
+
+def _launch_rules(p: Any) -> Iterator[Violation]:
+    world = p.dist.nproc_per_node * p.dist.nnodes
+    for key in ("train_cifar10.batch_size", "train_imagenet.batch_size", "transfer_ssd.batch_size"):
+        yield from _divides(key, _get(p, key), world)
+    if p.dist.nnodes > 1 and not p.dist.rdzv_endpoint:
+        says = f"must be host:port when dist.nnodes = {p.dist.nnodes} > 1"
+        yield Violation("dist.rdzv_endpoint", p.dist.rdzv_endpoint, says)
+
+
+CONSISTENCY: tuple[Callable[[Any], Iterator[Violation]], ...] = (
+    _search_rules,
+    _loop_rules,
+    _launch_rules,
+)
+
+
+def first_violation(params: Any) -> Violation | None:
+    """The first value of ``params`` (a ``Params``) outside its range, then the first
+    inconsistency between two values; None when all hold."""
+    for key, value in leaves(params):
+        for pattern, rule in RANGES:
+            if fnmatchcase(key, pattern) and not rule.ok(value):
+                return Violation(key, value, rule.says)
+    for rules in CONSISTENCY:
+        for violation in rules(params):
+            return violation
+    return None

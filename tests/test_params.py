@@ -1,0 +1,166 @@
+"""Values of params.yaml: every number has a range, and a value outside it (or two values
+that disagree) is refused at load with the full key, the value, the rule and where to fix it."""
+
+from __future__ import annotations
+
+import copy
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pcdarts.errors import UserError
+from stages.compose import compose_params
+from stages.config import Params, ParamsError, load_params, section, validate
+from stages.param_rules import RANGES, cell_channels, leaves
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_numeric(v) for v in value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def test_every_number_has_a_range_and_every_range_a_key() -> None:
+    keys = [key for key, value in leaves(Params()) if _numeric(value) or value is None]
+    unchecked = [k for k in keys if not any(fnmatchcase(k, pattern) for pattern, _ in RANGES)]
+    assert unchecked == []
+    all_keys = [key for key, _ in leaves(Params())]
+    dead = [p for p, _ in RANGES if not any(fnmatchcase(k, p) for k in all_keys)]
+    assert dead == []
+
+
+@pytest.mark.parametrize("profile", ["tiny", "paper"])
+def test_both_profiles_pass(profile: str) -> None:
+    assert isinstance(validate(compose_params([f"profile={profile}"])), Params)
+
+
+def _with(key: str, value: Any) -> dict[str, Any]:
+    return _with_raw(copy.deepcopy(RAW), key, value)
+
+
+BAD = [  # (key, value, rule, file the message points to; params.yaml is the tiny profile)
+    ("search.cifar10.loop.lr", -0.1, "must be > 0", "conf/config.yaml"),
+    ("train_cifar10.loop.lr", float("inf"), "must be > 0", "conf/profile/tiny.yaml"),
+    ("train_cifar10.loop.weight_decay", float("nan"), "must be >= 0", "conf/config.yaml"),
+    ("search.imagenet.loop.lr", 0.0, "must be > 0", "conf/profile/tiny.yaml"),
+    ("train_cifar10.loop.epochs", 0, "must be >= 1", "conf/profile/tiny.yaml"),
+    ("search.cifar10.loop.architect.lr", -1e-3, "must be > 0", "conf/profile/tiny.yaml"),
+    ("search.imagenet.batch_size", 0, "must be >= 1", "conf/profile/tiny.yaml"),
+    ("search.cifar10.arch_fraction", 1.0, "must lie in (0, 1)", "conf/config.yaml"),
+    ("search.imagenet.weight_fraction", 1.5, "must lie in (0, 1]", "conf/profile/tiny.yaml"),
+    ("data.embedded.test_fraction", 0.0, "must lie in (0, 1)", "conf/config.yaml"),
+    ("train_imagenet.loop.label_smoothing", 1.0, "must lie in [0, 1)", "conf/config.yaml"),
+    ("train_cifar10.loop.drop_path_prob", -0.1, "must lie in [0, 1)", "conf/profile/tiny.yaml"),
+    ("search.cifar10.loop.momentum", 1.2, "must lie in [0, 1)", "conf/config.yaml"),
+    ("search.cifar10.loop.architect.betas", [0.5, 1.0], "every value must lie", "conf/config.yaml"),
+    ("search.imagenet.loop.architect.grad_clip", 0.0, "must be null or > 0", "conf/config.yaml"),
+    ("search.cifar10.loop.lr_schedule", "step", "must be one of 'cosine'", "conf/config.yaml"),
+    ("search.cifar10.network.layers", 2, "must be >= 3", "conf/profile/tiny.yaml"),
+    ("data.num_workers", -1, "must be >= 0", "conf/profile/tiny.yaml"),
+    ("data.source", "web", "must be one of 'embedded', 'real'", "conf/profile/tiny.yaml"),
+    ("device", "gpu", "must be auto, cpu, cuda or cuda:N", "conf/profile/tiny.yaml"),
+    ("seed", -1, "must lie in [0, 4294967296)", "conf/config.yaml"),
+    ("seeds", [1, -2], "every value must lie in [0, 4294967296)", "conf/profile/tiny.yaml"),
+    ("train_imagenet.color_jitter", [0.4, 0.4], "must be [] or 4 values", "conf/profile/tiny.yaml"),
+    ("transfer_ssd.val_interval", 0, "must be >= 1", "conf/profile/tiny.yaml"),
+    ("derive.imagenet_classes", 1, "must be >= 2", "conf/config.yaml"),
+    ("dist.nproc_per_node", 0, "must be >= 1", "conf/config.yaml"),
+    ("report.paper.ssd_coco_ap", -28.9, "must be >= 0", "conf/config.yaml"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "rule", "conf"), BAD, ids=[b[0] for b in BAD])
+def test_a_value_out_of_range_names_key_value_rule_and_where(
+    key: str, value: Any, rule: str, conf: str
+) -> None:
+    with pytest.raises(ParamsError) as info:
+        validate(_with(key, value), "params.yaml")
+    message = str(info.value)
+    shown = value if isinstance(value, int | float) else repr(value)
+    assert message.startswith(f"params.yaml: {key} = {shown}: {rule}"), message
+    assert message.endswith(f"; change it in {conf} or with -S {key}=..."), message
+    assert "\n" not in message and isinstance(info.value, UserError)
+
+
+INCONSISTENT = [  # (overrides, key named, rule)
+    ({"search.cifar10.loop.warmup_epochs": 8}, "search.cifar10.loop.warmup_epochs", "must be < "),
+    ({"search.imagenet.network.k": 3}, "search.imagenet.network.k", "must divide the channels"),
+    ({"search.cifar10.network.C": 6}, "search.cifar10.network.k", "[6, 12, 24]"),
+    ({"train_imagenet.loop.lr_warmup_epochs": 20}, "train_imagenet.loop.lr_warmup_epochs", "< "),
+    ({"search.cifar10.loop.lr_min": 0.2}, "search.cifar10.loop.lr_min", "must be <= "),
+    (
+        {"search.imagenet.weight_fraction": 0.8},
+        "search.imagenet.arch_fraction_per_class",
+        "must be <= 1 (per class)",
+    ),
+    ({"dist.nproc_per_node": 3}, "search.cifar10.batch_size", "divisible by the 3 processes"),
+    (
+        {"dist.nproc_per_node": 2, "train_cifar10.batch_size": 63},
+        "train_cifar10.batch_size",
+        "divisible by the 2 processes",
+    ),
+    ({"dist.nnodes": 2}, "dist.rdzv_endpoint", "must be host:port"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "rule"), INCONSISTENT)
+def test_values_that_disagree_name_the_key_to_change(
+    overrides: dict[str, Any], key: str, rule: str
+) -> None:
+    raw = copy.deepcopy(RAW)
+    for k, v in overrides.items():
+        raw = _with_raw(raw, k, v)
+    with pytest.raises(ParamsError, match=f"params.yaml: {key} = ") as info:
+        validate(raw, "params.yaml")
+    assert rule in str(info.value) and f"-S {key}=..." in str(info.value), str(info.value)
+
+
+def _with_raw(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    node = raw
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return raw
+
+
+def test_cell_channels_double_at_the_reductions() -> None:
+    assert cell_channels(8, 5) == [8, 16, 16, 32, 32]
+    assert cell_channels(16, 8) == [16, 16, 32, 32, 32, 64, 64, 64]
+
+
+def test_load_params_refuses_a_bad_file_and_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_with("train_cifar10.loop.lr", -0.5)))
+    with pytest.raises(ParamsError, match=f"^{path}: train_cifar10.loop.lr = -0.5: must be > 0"):
+        load_params(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="expected a mapping"):
+        load_params(path)
+
+
+def test_a_mistyped_stage_argument_names_the_known_sections() -> None:
+    p = load_params()
+    assert section(p, "search.cifar10") is p.search.cifar10
+    with pytest.raises(ParamsError, match="no section 'search.mnist'; known here: cifar10, imag"):
+        section(p, "search.mnist")
+
+
+def test_broken_yaml_and_a_wrong_type_are_one_line_naming_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\nsearch: [unclosed\n")
+    with pytest.raises(ParamsError, match=f"^{path} is not valid YAML \\(line 3\\): expected"):
+        load_params(path)
+    path.write_text(yaml.safe_dump(_with("search.cifar10.loop.lr", "abc")))
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == (
+        f"{path}: invalid key 'search.cifar10.loop.lr': Value 'abc' of type 'str' could not be "
+        "converted to Float"
+    )
