@@ -130,7 +130,9 @@ def measure(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[
     return {"step_s": statistics.median(times), "peak_mb": peak}
 
 
-_FORWARDED = ("dataset", "device", "C", "layers", "batch", "image_size", "steps", "warmup", "threads")
+_FORWARDED = (
+    "dataset", "device", "C", "layers", "batch", "image_size", "steps", "warmup", "threads",
+)
 
 
 def _run_worker(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[str, Any]:
@@ -197,9 +199,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     device = resolve_device(args.device)
     print(
         f"search step (arch step + weight SGD step), oracle (edge by edge) vs fast (grouped), "
-        f"{args.dataset} supernet, {device.type}, {args.threads} threads, batch {args.batch}, {args.image_size}x"
-        f"{args.image_size}, C={args.C}, {args.layers} cells; median of {args.steps} steps "
-        f"after {args.warmup} warm-up, median over {args.rounds} alternated rounds"
+        f"{args.dataset} supernet, {device.type}, {args.threads} threads, batch {args.batch}, "
+        f"{args.image_size}x{args.image_size}, C={args.C}, {args.layers} cells; median of "
+        f"{args.steps} steps after {args.warmup} warm-up, median over {args.rounds} alternated rounds"
     )
     rows = []
     for order in args.orders.split(","):

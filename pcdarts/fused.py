@@ -94,17 +94,19 @@ def cell_forward(
             for i, target in enumerate(group.nodes):
                 part = parts[:, i]
                 mixed[target] = part if mixed[target] is None else mixed[target] + part
-                if passed is not None and betas is None:
-                    bypass[target] = passed if bypass[target] is None else bypass[target] + passed
-                elif passed is not None:
-                    bypass[target] = (
-                        betas[i] * passed
-                        if bypass[target] is None
-                        else torch.addcmul(bypass[target], passed, betas[i])
-                    )
+                if passed is not None:
+                    beta = betas[i] if betas is not None else None
+                    bypass[target] = _axpy(bypass[target], passed, beta)
             done += 1
         states.append(_shuffle_in(mixed[node], bypass[node], k))
     return torch.cat(states[-cell.steps :], dim=1)
+
+
+def _axpy(acc: Tensor | None, x: Tensor, w: Tensor | None) -> Tensor:
+    """acc + w * x, where a missing acc is 0 and a missing w is 1."""
+    if w is None:
+        return x if acc is None else acc + x
+    return x * w if acc is None else torch.addcmul(acc, x, w)
 
 
 def _shuffle_in(mixed: Tensor, bypass: Tensor | None, k: int) -> Tensor:
