@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         f"search step (arch step + weight SGD step), oracle (edge by edge) vs fast (grouped), "
         f"{args.dataset} supernet, {device.type}, {args.threads} threads, batch {args.batch}, "
         f"{args.image_size}x{args.image_size}, C={args.C}, {args.layers} cells; median of "
-        f"{args.steps} steps after {args.warmup} warm-up, median over {args.rounds} alternated rounds"
+        f"{args.steps} steps after {args.warmup} warm-up, median over {args.rounds} "
+        "alternated rounds"
     )
     rows = []
     for order in args.orders.split(","):
