@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from pcdarts import Architect, ArchitectConfig, Supernet, build_supernet
 from pcdarts.runtime import frozen, resolve_device
 
-# Weight SGD of the benchmark: the CIFAR evaluation values (SPEC §6).
+# Weight SGD of the benchmark: the CIFAR evaluation values (method §6).
 WEIGHT_LR = 0.025
 WEIGHT_MOMENTUM = 0.9
 WEIGHT_DECAY = 3e-4
@@ -181,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--orders", default="first,second", help="first and/or second")
     parser.add_argument("--dataset", default="cifar10", help="supernet stem: cifar10 or imagenet")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--C", type=int, default=16, help="supernet channels (SPEC §5: 16)")
-    parser.add_argument("--layers", type=int, default=8, help="supernet cells (SPEC §5: 8)")
+    parser.add_argument("--C", type=int, default=16, help="supernet channels (method §5: 16)")
+    parser.add_argument("--layers", type=int, default=8, help="supernet cells (method §5: 8)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per worker")

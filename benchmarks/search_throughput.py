@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "imagenet"))
-    # The paper's CIFAR-10 search (SPEC §5): C=16, 8 cells, K=4, batch 256, 32x32 images.
+    # The paper's CIFAR-10 search (method §5): C=16, 8 cells, K=4, batch 256, 32x32 images.
     parser.add_argument("--C", type=int, default=16)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--k", type=int, default=4)

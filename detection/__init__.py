@@ -1,4 +1,4 @@
-"""PC-DARTS backbones in MMDetection (SPEC §7): the only package that imports OpenMMLab.
+"""PC-DARTS backbones in MMDetection (method §7): the only package that imports OpenMMLab.
 
 Importing it registers ``PCDARTSBackbone`` and ``PredictableSSDHead`` in MMDetection's
 ``MODELS`` registry; configs load it with ``custom_imports=dict(imports=['detection'])``.

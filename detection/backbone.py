@@ -1,4 +1,4 @@
-"""The PC-DARTS ImageNet network as an MMDetection backbone (SPEC §7: SSD on MS-COCO).
+"""The PC-DARTS ImageNet network as an MMDetection backbone (method §7: SSD on MS-COCO).
 
 Registered as ``PCDARTSBackbone`` in MMDetection's ``MODELS``: the final ImageNet network
 of :func:`pcdarts.build_network` without its classifier, returning the outputs of the
@@ -18,14 +18,14 @@ from torch import Tensor, nn
 from detection.checkpoint import BACKBONE_PREFIX, load_backbone_state
 from pcdarts import build_network, load_genotype
 
-# Channels of the cell outputs relative to C: a cell concatenates its 4 nodes (SPEC §1).
+# Channels of the cell outputs relative to C: a cell concatenates its 4 nodes (method §1).
 CELL_MULTIPLIER = 4
-# The ImageNet stem takes images to 1/8 before the first cell (SPEC §5: 224 -> 28).
+# The ImageNet stem takes images to 1/8 before the first cell (method §5: 224 -> 28).
 STEM_STRIDE = 8
 
 
 def reduction_cells(layers: int) -> tuple[int, int]:
-    """Indices of the two reduction cells, at 1/3 and 2/3 of the depth (SPEC §6)."""
+    """Indices of the two reduction cells, at 1/3 and 2/3 of the depth (method §6)."""
     return layers // 3, 2 * layers // 3
 
 
@@ -48,8 +48,8 @@ class PCDARTSBackbone(BaseModule):
 
     Args:
         genotype: registry name, path of a genotype JSON file, or ``Genotype.to_dict()``.
-        C: initial channels (SPEC §6: 48 for the ImageNet mobile setting).
-        layers: number of cells (SPEC §6: 14).
+        C: initial channels (method §6: 48 for the ImageNet mobile setting).
+        layers: number of cells (method §6: 14).
         out_indices: cells whose outputs are returned, increasing.
         frozen_stages: -1 trains everything; 0 freezes the stem; k > 0 the stem and the
             first k cells (weights fixed, BatchNorm in eval mode).

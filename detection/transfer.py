@@ -1,4 +1,4 @@
-"""SSD transfer to COCO-format data with MMEngine's Runner (SPEC §7), as plain functions.
+"""SSD transfer to COCO-format data with MMEngine's Runner (method §7), as plain functions.
 
 :func:`build_config` turns one of ``detection/configs`` into the run's config (data,
 classes, schedule, backbone); :func:`train_and_evaluate` trains it, resuming from its work

@@ -1,4 +1,4 @@
-"""The architect: updates alphas and betas on the arch split (SPEC §5).
+"""The architect: updates alphas and betas on the arch split (method §5).
 
 First order (default): the arch gradient is that of the arch-split loss at the current
 weights. Second order (DARTS): the loss is taken at weights after one virtual SGD step,

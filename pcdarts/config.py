@@ -1,4 +1,4 @@
-"""The typed configs of the library's loops: every setting of SPEC §5-6, paper values as defaults.
+"""The typed configs of the library's loops: every setting of method §5-6, paper values as defaults.
 
 Plain frozen dataclasses with no torch import, so a config schema (stages/config.py) can
 use them without depending on the loops' code.
@@ -13,27 +13,27 @@ SCHEDULES = ("cosine", "linear")  # lr_schedule choices, per-epoch factors in pc
 
 @dataclass(frozen=True)
 class ArchitectConfig:
-    lr: float = 6e-4  # arch Adam lr: 6e-4 CIFAR-10, 6e-3 ImageNet (SPEC §5)
-    weight_decay: float = 1e-3  # arch Adam weight decay (SPEC §5)
-    betas: tuple[float, float] = (0.5, 0.999)  # arch Adam betas (SPEC §5)
-    grad_clip: float | None = None  # 5 for the ImageNet search (SPEC §5); None = no clipping
-    second_order: bool = False  # DARTS unrolled step; PC-DARTS uses first order (SPEC §5)
+    lr: float = 6e-4  # arch Adam lr: 6e-4 CIFAR-10, 6e-3 ImageNet (method §5)
+    weight_decay: float = 1e-3  # arch Adam weight decay (method §5)
+    betas: tuple[float, float] = (0.5, 0.999)  # arch Adam betas (method §5)
+    grad_clip: float | None = None  # 5 for the ImageNet search (method §5); None = no clipping
+    second_order: bool = False  # DARTS unrolled step; PC-DARTS uses first order (method §5)
     hvp_eps: float = 0.01  # finite-difference step r; eps = r / ||v|| (DARTS reference)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Search hyper-parameters; defaults are the CIFAR-10 search of SPEC §5."""
+    """Search hyper-parameters; defaults are the CIFAR-10 search of method §5."""
 
-    epochs: int = 50  # SPEC §5, both datasets
+    epochs: int = 50  # method §5, both datasets
     warmup_epochs: int = 15  # weight-only epochs before arch steps: 15 CIFAR-10, 35 ImageNet
     lr: float = 0.1  # weight SGD lr: 0.1 CIFAR-10 (PC-DARTS code), 0.5 ImageNet
     lr_min: float = 0.0  # cosine floor (reference learning_rate_min)
-    lr_schedule: str = "cosine"  # SPEC §5: cosine for both searches
+    lr_schedule: str = "cosine"  # method §5: cosine for both searches
     lr_warmup_epochs: int = 0  # linear lr warm-up epochs: 0 CIFAR-10, 5 ImageNet
-    momentum: float = 0.9  # SPEC §5
-    weight_decay: float = 3e-4  # SPEC §5
-    grad_clip: float = 5.0  # weight gradient norm clip, SPEC §5
+    momentum: float = 0.9  # method §5
+    weight_decay: float = 3e-4  # method §5
+    grad_clip: float = 5.0  # weight gradient norm clip, method §5
     architect: ArchitectConfig = field(default_factory=ArchitectConfig)
     eval_every: int = 1  # evaluate the supernet on the arch split every n epochs (and the last)
     sync_bn: bool = (
@@ -45,18 +45,18 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Final-network training; defaults are the CIFAR-10 evaluation of SPEC §6."""
+    """Final-network training; defaults are the CIFAR-10 evaluation of method §6."""
 
-    epochs: int = 600  # SPEC §6: 600 CIFAR-10, 250 ImageNet
-    lr: float = 0.025  # SPEC §6: 0.025 CIFAR-10, 0.5 ImageNet
+    epochs: int = 600  # method §6: 600 CIFAR-10, 250 ImageNet
+    lr: float = 0.025  # method §6: 0.025 CIFAR-10, 0.5 ImageNet
     lr_schedule: str = "cosine"  # "cosine" CIFAR-10, "linear" ImageNet
-    lr_warmup_epochs: int = 0  # 5 for ImageNet (SPEC §6)
-    momentum: float = 0.9  # SPEC §6
-    weight_decay: float = 3e-4  # SPEC §6: 3e-4 CIFAR-10, 3e-5 ImageNet
-    grad_clip: float = 5.0  # SPEC §6
-    aux_weight: float = 0.4  # auxiliary loss weight, SPEC §6 (0 = no auxiliary loss)
-    drop_path_prob: float = 0.3  # final drop-path probability, ramped from 0 (SPEC §6; 0 ImageNet)
-    label_smoothing: float = 0.0  # 0.1 for ImageNet (SPEC §6)
+    lr_warmup_epochs: int = 0  # 5 for ImageNet (method §6)
+    momentum: float = 0.9  # method §6
+    weight_decay: float = 3e-4  # method §6: 3e-4 CIFAR-10, 3e-5 ImageNet
+    grad_clip: float = 5.0  # method §6
+    aux_weight: float = 0.4  # auxiliary loss weight, method §6 (0 = no auxiliary loss)
+    drop_path_prob: float = 0.3  # final drop path, ramped from 0 (method §6; 0 ImageNet)
+    label_smoothing: float = 0.0  # 0.1 for ImageNet (method §6)
     eval_every: int = 1  # evaluate every n epochs (and after the last)
     bf16: bool = False  # CUDA only; off by default: it changes the paper's numerics
     channels_last: bool = False  # CUDA only (contiguous on a CPU); off by default

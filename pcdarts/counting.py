@@ -1,4 +1,4 @@
-"""Parameter and mult-add counts (SPEC §7).
+"""Parameter and mult-add counts (method §7).
 
 Two mult-add conventions, both counted on one eval-mode forward (the auxiliary head,
 which only runs in training, is never counted):

@@ -1,6 +1,6 @@
 """The data layer: transforms, dataset readers, checks, search splits and loaders.
 
-One code path for CIFAR-10 and ImageNet (SPEC §5-6): the differences are the transforms
+One code path for CIFAR-10 and ImageNet (method §5-6): the differences are the transforms
 and the split function. Reading a dataset from a given path is the only I/O here; index
 files are produced as JSON text (``indices_to_json``) and written by the stages.
 
@@ -48,16 +48,16 @@ CIFAR_STD: tuple[float, float, float] = (0.24703233, 0.24348505, 0.26158768)
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-CIFAR_IMAGE_SIZE = 32  # CIFAR-10 images are 32x32 (SPEC §5 "random crop 32 pad 4")
-CIFAR_CROP_PADDING = 4  # SPEC §5-6: random crop 32, pad 4
+CIFAR_IMAGE_SIZE = 32  # CIFAR-10 images are 32x32 (method §5 "random crop 32 pad 4")
+CIFAR_CROP_PADDING = 4  # method §5-6: random crop 32, pad 4
 CIFAR_CHANNELS = 3
 CIFAR_NUM_CLASSES = 10
-IMAGENET_IMAGE_SIZE = 224  # SPEC §5-6: random resized crop 224
+IMAGENET_IMAGE_SIZE = 224  # method §5-6: random resized crop 224
 IMAGENET_RESIZE_SIZE = 256  # eval resize before the 224 centre crop (reference train_imagenet.py)
 IMAGENET_CROP_SCALE_MIN = (
     0.08  # RandomResizedCrop area lower bound (torchvision default, reference)
 )
-# Colour jitter (brightness, contrast, saturation, hue) of the ImageNet retraining (SPEC §6).
+# Colour jitter (brightness, contrast, saturation, hue) of the ImageNet retraining (method §6).
 IMAGENET_COLOR_JITTER: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2)
 
 # Layout of the CIFAR-10 python archive (torchvision CIFAR10.base_folder/train_list/test_list).
@@ -70,7 +70,7 @@ COCO_SPLITS: tuple[str, ...] = ("train2017", "val2017")
 COCO_KEYS: tuple[str, ...] = ("images", "annotations", "categories")
 COCO_BOX_TOLERANCE = 1e-3  # pixels; COCO boxes are floats rounded to 2 decimals in the json
 
-# Search splits: CIFAR-10 50/50 weights/arch; ImageNet 10% + 2.5% per class (SPEC §5).
+# Search splits: CIFAR-10 50/50 weights/arch; ImageNet 10% + 2.5% per class (method §5).
 CIFAR_ARCH_FRACTION = 0.5
 IMAGENET_WEIGHT_FRACTION = 0.1
 IMAGENET_ARCH_FRACTION = 0.025
@@ -138,7 +138,7 @@ def cifar_transforms(
     """CIFAR-10 transforms: PIL image -> normalised (3, image_size, image_size) tensor.
 
     Train: random crop with padding, horizontal flip, (cutout: 16 for the final network,
-    SPEC §6). Eval: none. Tiny profiles train at a smaller ``image_size``; the image is
+    method §6). Eval: none. Tiny profiles train at a smaller ``image_size``; the image is
     resized first in both, so train and eval see the same scale.
     """
     resized = image_size != CIFAR_IMAGE_SIZE
@@ -165,8 +165,8 @@ def imagenet_transforms(
     """ImageNet transforms: PIL image -> normalised (3, image_size, image_size) tensor.
 
     Train: random resized crop, flip, optional colour jitter (brightness, contrast,
-    saturation, hue); the retraining uses ``IMAGENET_COLOR_JITTER`` (SPEC §6), the search
-    none (SPEC §5). Eval: resize the short side to ``resize_size``, centre crop.
+    saturation, hue); the retraining uses ``IMAGENET_COLOR_JITTER`` (method §6), the search
+    none (method §5). Eval: resize the short side to ``resize_size``, centre crop.
     """
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     tail: list[Transform] = [transforms.ToTensor(), normalize]
@@ -533,7 +533,7 @@ def _floor_fraction(fraction: float, n: int) -> int:
 def split_weight_arch(
     n: int, arch_fraction: float = CIFAR_ARCH_FRACTION, seed: int = 0, shuffle: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The CIFAR-10 search split (SPEC §5): disjoint (weight, arch) index arrays, sorted.
+    """The CIFAR-10 search split (method §5): disjoint (weight, arch) index arrays, sorted.
 
     The weight split takes floor((1 - arch_fraction) * n) samples, as the reference
     (``split = floor(portion * num_train)``). The reference takes the first part for
@@ -555,7 +555,7 @@ def split_per_class(
     arch_fraction: float = IMAGENET_ARCH_FRACTION,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ImageNet search subsets (SPEC §5): disjoint (weight, arch) index arrays, sorted.
+    """The ImageNet search subsets (method §5): disjoint (weight, arch) index arrays, sorted.
 
     Per class with n samples: floor(weight_fraction * n) for weights and another
     floor(arch_fraction * n) for arch, each at least one when n >= 2 (a class of one

@@ -1,7 +1,7 @@
 """The fast forward of a supernet cell: SearchCell's maths, grouped by input state.
 
 Every edge of a PC-DARTS cell processes the *same* first C/K channels of its input state
-(SPEC §2: the fixed slice; the shuffle acts on the edge's output), so the edges leaving
+(method §2: the fixed slice; the shuffle acts on the edge's output), so the edges leaving
 one state share their input. The edge-by-edge forward (:class:`~pcdarts.supernet.MixedOp`,
 kept as the oracle) repeats per edge what depends on the input alone. Here, per input
 state with E outgoing edges:
@@ -51,7 +51,7 @@ class InputGroup:
 
 
 def input_groups(steps: int) -> tuple[InputGroup, ...]:
-    """Group a cell's edges by input state; state i feeds node j iff i < 2 + j (SPEC §1)."""
+    """Group a cell's edges by input state; state i feeds node j iff i < 2 + j (method §1)."""
     groups = []
     for state in range(steps + 1):  # the last node feeds nothing inside the cell
         edges, nodes = [], []

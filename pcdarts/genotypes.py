@@ -26,8 +26,8 @@ from pcdarts.ops import PRIMITIVES
 
 Gene = tuple[tuple[str, int], ...]
 
-NODES = 4  # intermediate nodes per cell in the DARTS space (SPEC §1)
-INPUTS_PER_NODE = 2  # each node keeps its two strongest incoming edges (SPEC §4)
+NODES = 4  # intermediate nodes per cell in the DARTS space (method §1)
+INPUTS_PER_NODE = 2  # each node keeps its two strongest incoming edges (method §4)
 CELL_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
 GENOTYPE_SUFFIX = ".json"
 
@@ -143,7 +143,7 @@ class Genotype:
 _CONCAT = (2, 3, 4, 5)
 
 GENOTYPES: dict[str, Genotype] = {
-    # DARTS (2nd order) CIFAR-10 cell, Liu et al. 2019; for comparison (SPEC §4).
+    # DARTS (2nd order) CIFAR-10 cell, Liu et al. 2019; for comparison (method §4).
     "darts_v2": Genotype(
         normal=(
             ("sep_conv_3x3", 0),
@@ -168,7 +168,7 @@ GENOTYPES: dict[str, Genotype] = {
         ),
         reduce_concat=_CONCAT,
     ),
-    # PC-DARTS, searched on CIFAR-10 (SPEC §4, the cell retrained in the paper).
+    # PC-DARTS, searched on CIFAR-10 (method §4, the cell retrained in the paper).
     "pc_darts_cifar": Genotype(
         normal=(
             ("sep_conv_3x3", 1),
@@ -193,7 +193,7 @@ GENOTYPES: dict[str, Genotype] = {
         ),
         reduce_concat=_CONCAT,
     ),
-    # PC-DARTS, searched on ImageNet (SPEC §4).
+    # PC-DARTS, searched on ImageNet (method §4).
     "pc_darts_imagenet": Genotype(
         normal=(
             ("skip_connect", 1),
@@ -291,7 +291,7 @@ def steps_for_edges(num_edges: int) -> int:
 
 
 def edge_weights(betas: Tensor) -> Tensor:
-    """Edge normalization (SPEC §3): softmax of betas within each node's incoming edges.
+    """Edge normalization (method §3): softmax of betas within each node's incoming edges.
 
     betas: (E,) raw values, E = n(n+3)/2 -> (E,) weights summing to 1 per node.
     """
@@ -336,7 +336,7 @@ def derive_genotype(
     betas_normal: Tensor | np.ndarray | None = None,
     betas_reduce: Tensor | np.ndarray | None = None,
 ) -> Genotype:
-    """Derive the discrete cells from raw (pre-softmax) architecture weights (SPEC §4).
+    """Derive the discrete cells from raw (pre-softmax) architecture weights (method §4).
 
     alphas_*: (E, 8); betas_*: (E,) or None when edge normalization is off. Scores are
     computed in float32 as in the reference: edge score = max over ops != none of

@@ -1,4 +1,4 @@
-"""Final (discrete) networks built from a genotype (SPEC §6): one class for CIFAR and ImageNet."""
+"""Final (discrete) networks built from a genotype (method §6): one class for CIFAR and ImageNet."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ AUX_HIDDEN = (128, 768)  # auxiliary head widths (DARTS reference code)
 
 
 class Cell(nn.Module):
-    """A discrete cell: each node sums two ops applied to earlier states (SPEC §1)."""
+    """A discrete cell: each node sums two ops applied to earlier states (method §1)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The eight DARTS primitives (SPEC §1) and the blocks they are made of.
+"""The eight DARTS primitives (method §1) and the blocks they are made of.
 
 Module trees mirror the reference implementation (``op.<n>`` sequences, ``conv_1``/
 ``conv_2``/``bn`` in FactorizedReduce) so that its state dicts load by structure.
@@ -27,7 +27,7 @@ PRIMITIVES: tuple[str, ...] = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
-"""The DARTS search space, in alpha-column order (SPEC §1)."""
+"""The DARTS search space, in alpha-column order (method §1)."""
 
 
 class PreActivated(nn.Module):
@@ -67,7 +67,7 @@ class ReLUConvBN(PreActivated):
 
 
 class DilConv(PreActivated):
-    """ReLU -> depthwise dilated conv -> 1x1 conv -> BN (SPEC §1, ``dil_conv_kxk``)."""
+    """ReLU -> depthwise dilated conv -> 1x1 conv -> BN (method §1, ``dil_conv_kxk``)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The architecture search loop (SPEC §5): one loop for CIFAR-10 and ImageNet.
+"""The architecture search loop (method §5): one loop for CIFAR-10 and ImageNet.
 
 Per iteration: one architect step on a batch of the arch split (after the weight-only
 warm-up), then one SGD step of the weights on a batch of the weight split. The arch
@@ -182,7 +182,7 @@ class Searcher:
         self, epoch: int, weight_loader: DataLoader, arch_loader: DataLoader
     ) -> dict[str, float]:
         self.model.train()
-        search_arch = epoch >= self.config.warmup_epochs  # weight-only warm-up (SPEC §5)
+        search_arch = epoch >= self.config.warmup_epochs  # weight-only warm-up (method §5)
         _set_epoch(weight_loader, epoch)
         arch_batches = _cycle(arch_loader, epoch) if search_arch else None
         lr = self.optimizer.param_groups[0]["lr"]
@@ -255,7 +255,7 @@ def _set_epoch(loader: DataLoader, epoch: int) -> None:
 def _cycle(loader: DataLoader, epoch: int) -> Iterator[Any]:
     """Batches of ``loader`` without end: one iterator at a time, a new pass when exhausted.
 
-    The ImageNet arch split is 1/4 of the weight split (SPEC §5), so it is passed over
+    The ImageNet arch split is 1/4 of the weight split (method §5), so it is passed over
     several times per epoch; each pass gets its own order, fixed by (epoch, pass).
     """
     passes = 0

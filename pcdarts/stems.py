@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 
 class CifarStem(nn.Sequential):
-    """3x3 conv to ``stem_multiplier * C`` channels + BN; s0 = s1 (SPEC §5)."""
+    """3x3 conv to ``stem_multiplier * C`` channels + BN; s0 = s1 (method §5)."""
 
     def __init__(self, c_out: int, affine: bool = True) -> None:
         super().__init__(
@@ -22,7 +22,7 @@ class CifarStem(nn.Sequential):
 
 
 class ImageNetStem(nn.Module):
-    """Three stride-2 3x3 convs (224 -> 28): s0 after two, s1 after three (SPEC §5)."""
+    """Three stride-2 3x3 convs (224 -> 28): s0 after two, s1 after three (method §5)."""
 
     def __init__(self, channels: int, affine: bool = True) -> None:
         super().__init__()

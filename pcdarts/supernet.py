@@ -1,4 +1,4 @@
-"""The PC-DARTS supernet: partial channel connections (SPEC §2) + edge normalization (§3).
+"""The PC-DARTS supernet: partial channel connections (method §2) + edge normalization (§3).
 
 One implementation for CIFAR and ImageNet; they differ only in the stem (see
 :mod:`pcdarts.stems`) and in K.
@@ -17,7 +17,7 @@ from pcdarts.genotypes import Genotype, derive_genotype, edge_weights
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
 from pcdarts.stems import build_stem, dataset_stem
 
-ARCH_INIT_SCALE = 1e-3  # alphas and betas start at 1e-3 * N(0, 1) (SPEC §3, reference code)
+ARCH_INIT_SCALE = 1e-3  # alphas and betas start at 1e-3 * N(0, 1) (method §3, reference code)
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -31,7 +31,7 @@ class MixedOp(nn.Module):
 
     The first C/K channels go through the ops; the rest bypass them (2x2 max-pooled on a
     stride-2 edge), are concatenated after the processed part, and the result is
-    channel-shuffled with K groups so the next edge sees other channels (SPEC §2).
+    channel-shuffled with K groups so the next edge sees other channels (method §2).
     """
 
     def __init__(self, channels: int, stride: int, k: int) -> None:
@@ -44,7 +44,7 @@ class MixedOp(nn.Module):
         self._ops = nn.ModuleList()
         for primitive in PRIMITIVES:
             op = build_op(primitive, c_part, stride, affine=False)
-            if "pool" in primitive:  # supernet pools are followed by a BN (SPEC §1)
+            if "pool" in primitive:  # supernet pools are followed by a BN (method §1)
                 op = nn.Sequential(op, nn.BatchNorm2d(c_part, affine=False))
             self._ops.append(op)
         self.mp = nn.MaxPool2d(2, 2)
@@ -138,7 +138,7 @@ class SearchCell(nn.Module):
 
 
 class Supernet(nn.Module):
-    """The PC-DARTS search network (SPEC §1-3).
+    """The PC-DARTS search network (method §1-3).
 
     Architecture weights (``alphas_*`` (E, 8), ``betas_*`` (E,)) are registered
     parameters, shared by all cells of a type; :meth:`arch_parameters` and
@@ -219,7 +219,7 @@ class Supernet(nn.Module):
 
     @torch.no_grad()
     def genotype(self) -> Genotype:
-        """The discrete cells the current architecture weights select (SPEC §4)."""
+        """The discrete cells the current architecture weights select (method §4)."""
         betas = (self.betas_normal, self.betas_reduce) if self.edge_norm else (None, None)
         return derive_genotype(self.alphas_normal, self.alphas_reduce, *betas)
 

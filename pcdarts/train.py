@@ -1,4 +1,4 @@
-"""The training loop for final networks (SPEC §6): CIFAR-10 evaluation, ImageNet retraining.
+"""The training loop for final networks (method §6): CIFAR-10 evaluation, ImageNet retraining.
 
 Auxiliary loss, drop path ramped linearly, label smoothing, cosine or linear-decay
 schedule with warm-up; evaluation reports top-1/top-5 error (%). Results leave through

@@ -37,10 +37,10 @@ class EmbeddedDataParams:
 
 @dataclass
 class AugmentParams:
-    """Training-time augmentation of the search and the final training (SPEC §5-6)."""
+    """Training-time augmentation of the search and the final training (method §5-6)."""
 
-    hflip: bool = True  # random horizontal flip (SPEC §5-6); off for digits, which it mirrors
-    cifar_crop_padding: int = 4  # CIFAR random crop padding (SPEC §5-6)
+    hflip: bool = True  # random horizontal flip (method §5-6); off for digits, which it mirrors
+    cifar_crop_padding: int = 4  # CIFAR random crop padding (method §5-6)
     imagenet_crop_scale_min: float = 0.08  # RandomResizedCrop area lower bound (reference)
 
 
@@ -61,20 +61,20 @@ class DataParams:
 
 @dataclass
 class SupernetParams:
-    C: int = 16  # initial channels, SPEC §5
-    layers: int = 8  # cells, SPEC §5
-    k: int = 4  # partial-channel K: 4 CIFAR-10, 2 ImageNet (SPEC §2)
-    edge_norm: bool = True  # SPEC §3; off for the EN ablation
+    C: int = 16  # initial channels, method §5
+    layers: int = 8  # cells, method §5
+    k: int = 4  # partial-channel K: 4 CIFAR-10, 2 ImageNet (method §2)
+    edge_norm: bool = True  # method §3; off for the EN ablation
 
 
 @dataclass
 class SearchParams:
     network: SupernetParams = field(default_factory=SupernetParams)
-    batch_size: int = 256  # SPEC §5: 256 CIFAR-10, 1024 ImageNet (global, over all GPUs)
-    image_size: int = 32  # SPEC §5: 32 CIFAR-10, 224 ImageNet
-    arch_fraction: float = 0.5  # CIFAR-10: half of train for arch (SPEC §5)
-    weight_fraction: float = 0.1  # ImageNet: per-class fraction for weights (SPEC §5)
-    arch_fraction_per_class: float = 0.025  # ImageNet: per-class fraction for arch (SPEC §5)
+    batch_size: int = 256  # method §5: 256 CIFAR-10, 1024 ImageNet (global, over all GPUs)
+    image_size: int = 32  # method §5: 32 CIFAR-10, 224 ImageNet
+    arch_fraction: float = 0.5  # CIFAR-10: half of train for arch (method §5)
+    weight_fraction: float = 0.1  # ImageNet: per-class fraction for weights (method §5)
+    arch_fraction_per_class: float = 0.025  # ImageNet: per-class fraction for arch (method §5)
     loop: SearchConfig = field(default_factory=SearchConfig)
 
 
@@ -86,9 +86,9 @@ class SearchStages:
 
 @dataclass
 class NetworkParams:
-    C: int = 36  # SPEC §6: 36 CIFAR-10, 48 ImageNet
-    layers: int = 20  # SPEC §6: 20 CIFAR-10, 14 ImageNet
-    auxiliary: bool = True  # auxiliary head at 2/3 depth, SPEC §6
+    C: int = 36  # method §6: 36 CIFAR-10, 48 ImageNet
+    layers: int = 20  # method §6: 20 CIFAR-10, 14 ImageNet
+    auxiliary: bool = True  # auxiliary head at 2/3 depth, method §6
 
 
 SEARCHED = "searched"  # TrainParams.genotype: the genotype this pipeline's search found
@@ -99,9 +99,9 @@ class TrainParams:
     # "searched" (this pipeline's), a registry name (pc_darts_cifar) or a genotype JSON file
     genotype: str = SEARCHED
     network: NetworkParams = field(default_factory=NetworkParams)
-    batch_size: int = 96  # SPEC §6: 96 CIFAR-10 (code; paper 128), 1024 ImageNet
-    image_size: int = 32  # SPEC §6: 32 CIFAR-10, 224 ImageNet
-    cutout_length: int = 16  # SPEC §6, CIFAR-10 only (0 = off)
+    batch_size: int = 96  # method §6: 96 CIFAR-10 (code; paper 128), 1024 ImageNet
+    image_size: int = 32  # method §6: 32 CIFAR-10, 224 ImageNet
+    cutout_length: int = 16  # method §6, CIFAR-10 only (0 = off)
     color_jitter: list[float] = field(
         default_factory=list
     )  # ImageNet: (0.4, 0.4, 0.4, 0.2); [] = off
@@ -110,10 +110,10 @@ class TrainParams:
 
 @dataclass
 class TransferParams:
-    """SSD on COCO through MMDetection with the ImageNet-retrained backbone (SPEC §7).
+    """SSD on COCO through MMDetection with the ImageNet-retrained backbone (method §7).
 
     The model, anchors and augmentation are the MMDetection config ``config`` names;
-    these are the knobs that change between runs. SPEC §7 gives only the input size
+    these are the knobs that change between runs. method §7 gives only the input size
     (320x320, in the config); the schedule is MMDetection's SSDLite 320 recipe.
     """
 
@@ -130,39 +130,39 @@ class TransferParams:
 class DeriveParams:
     cifar_network: NetworkParams = field(default_factory=NetworkParams)  # counted at 32x32
     imagenet_network: NetworkParams = field(default_factory=lambda: NetworkParams(C=48, layers=14))
-    mobile_budget_macs_m: float = 600.0  # ImageNet mobile setting: < 600 M mult-adds (SPEC §6)
-    cifar_image_size: int = 32  # CIFAR-10 images (SPEC §7 counts at 32x32)
-    imagenet_image_size: int = 224  # ImageNet crops (SPEC §7 counts at 224x224)
+    mobile_budget_macs_m: float = 600.0  # ImageNet mobile setting: < 600 M mult-adds (method §6)
+    cifar_image_size: int = 32  # CIFAR-10 images (method §7 counts at 32x32)
+    imagenet_image_size: int = 224  # ImageNet crops (method §7 counts at 224x224)
     cifar_classes: int = 10  # CIFAR-10
     imagenet_classes: int = 1000  # ILSVRC2012
 
 
 @dataclass
 class PaperCifar:
-    test_top1_err: float = 2.57  # CIFAR-10 test error, % (SPEC §7; +- 0.07 over 4 retrainings)
-    params_m: float = 3.6  # C=36, 20 cells (SPEC §7)
-    search_gpu_days: float = 0.1  # one GTX 1080Ti (SPEC §7)
+    test_top1_err: float = 2.57  # CIFAR-10 test error, % (method §7; +- 0.07 over 4 retrainings)
+    params_m: float = 3.6  # C=36, 20 cells (method §7)
+    search_gpu_days: float = 0.1  # one GTX 1080Ti (method §7)
 
 
 @dataclass
 class PaperImagenet:
-    top1_err: float = 24.2  # ImageNet-searched cell (SPEC §7); CIFAR-searched 25.1
+    top1_err: float = 24.2  # ImageNet-searched cell (method §7); CIFAR-searched 25.1
     top5_err: float = 7.3  # ImageNet-searched cell; CIFAR-searched 7.8
-    params_m: float = 5.3  # SPEC §7, both cells
+    params_m: float = 5.3  # method §7, both cells
     macs_m: float = 597.0  # paper convention (with BN and ReLU); CIFAR-searched 586
-    search_gpu_days: float = 3.8  # 8 V100, 11.5 h (SPEC §7); the CIFAR cell's search: 0.1
+    search_gpu_days: float = 3.8  # 8 V100, 11.5 h (method §7); the CIFAR cell's search: 0.1
 
 
 @dataclass
 class PaperNumbers:
-    """What the paper reports (SPEC §7), printed beside ours."""
+    """What the paper reports (method §7), printed beside ours."""
 
     cifar10: PaperCifar = field(default_factory=PaperCifar)
     imagenet_cifar_cell: PaperImagenet = field(
         default_factory=lambda: PaperImagenet(25.1, 7.8, 5.3, 586.0, 0.1)
     )
     imagenet_imagenet_cell: PaperImagenet = field(default_factory=PaperImagenet)
-    ssd_coco_ap: float = 28.9  # SSD 320x320, ImageNet-searched backbone (SPEC §7, "about")
+    ssd_coco_ap: float = 28.9  # SSD 320x320, ImageNet-searched backbone; unconfirmed (method §7)
 
 
 @dataclass

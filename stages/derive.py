@@ -4,7 +4,7 @@
 
 Counts parameters and mult-adds of the CIFAR network (C=36, 20 cells, 32x32) and the
 ImageNet network (C=48, 14 cells, 224x224) built from the cell, in both conventions
-(SPEC §7), and flags an ImageNet network over the mobile budget (600 M).
+(method §7), and flags an ImageNet network over the mobile budget (600 M).
 """
 
 from __future__ import annotations

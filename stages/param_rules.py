@@ -19,9 +19,9 @@ from typing import Any
 from pcdarts.config import SCHEDULES
 
 SEED_LIMIT = 2**32  # np.random.seed accepts seeds in [0, 2**32)
-MIN_LAYERS = 3  # a normal cell and the two reduction cells at 1/3 and 2/3 depth (SPEC §1)
+MIN_LAYERS = 3  # a normal cell and the two reduction cells at 1/3 and 2/3 depth (method §1)
 MAX_HUE = 0.5  # ColorJitter's hue lies in [0, 0.5]
-COLOR_JITTER_VALUES = 4  # brightness, contrast, saturation, hue (SPEC §6)
+COLOR_JITTER_VALUES = 4  # brightness, contrast, saturation, hue (method §6)
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # pcdarts.runtime.resolve_device's names
 
 

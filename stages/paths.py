@@ -63,7 +63,7 @@ def train_outs(dataset: str, cell: str | None = None) -> dict[str, Path]:
 
 
 def transfer_outs() -> dict[str, Path]:
-    """``transfer_ssd``: SSD on COCO with the ImageNet-searched backbone (SPEC §7)."""
+    """``transfer_ssd``: SSD on COCO with the ImageNet-searched backbone (method §7)."""
     d = Path("outputs/transfer_ssd")
     return {
         "model": d / "model.pth",  # the detector, MMDetection's checkpoint layout

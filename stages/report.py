@@ -57,14 +57,16 @@ class Row:
     source: str  # the stage and output the number came from
     run: str  # the profile and data of ours, e.g. "tiny, digits"
     comparable: bool  # paper profile on the real data: only then is the difference shown
+    paper_known: str = "paper"  # how the paper's number is known (docs/method.md §7)
 
     def cells(self) -> list[str]:
+        confirmed = self.paper_known == "paper"
         diff = None if self.ours is None or self.paper is None else self.ours - self.paper
         return [
             self.what,
             _fmt(self.ours),
-            _fmt(self.paper),
-            f"{diff:+.4g}" if diff is not None and self.comparable else "",
+            _fmt(self.paper) if confirmed else f"{_fmt(self.paper)} ({self.paper_known})",
+            f"{diff:+.4g}" if diff is not None and self.comparable and confirmed else "",
             self.unit,
             self.run,
             self.source,
@@ -85,8 +87,16 @@ class RunInfo:
     label: str  # "tiny, digits"
     comparable: bool
 
-    def row(self, what: str, ours: float | None, paper: float | None, unit: str, src: str) -> Row:
-        return Row(what, ours, paper, unit, src, self.label, self.comparable)
+    def row(
+        self,
+        what: str,
+        ours: float | None,
+        paper: float | None,
+        unit: str,
+        src: str,
+        paper_known: str = "paper",
+    ) -> Row:
+        return Row(what, ours, paper, unit, src, self.label, self.comparable, paper_known)
 
 
 def run_info(p: Params, source: str) -> RunInfo:
@@ -185,6 +195,7 @@ def ssd_rows(p: Params, r: RunInfo) -> list[Row]:
             p.report.paper.ssd_coco_ap,
             "AP (%)",
             "transfer_ssd",
+            paper_known="unconfirmed",  # not confirmed from the paper's own table (method §7)
         )
     ]
     for key, what in (("coco/bbox_mAP_50", "AP50"), ("coco/bbox_mAP_75", "AP75")):
@@ -295,7 +306,7 @@ def seed_stability(p: Params, dataset: str = "cifar10") -> tuple[list[str], dict
     return lines + ["\n".join(rows)], stats
 
 
-K_VALUES = (1, 2, 4, 8)  # SPEC §2: the partial-channel ablation
+K_VALUES = (1, 2, 4, 8)  # method §2: the partial-channel ablation
 
 
 def k_ablation(p: Params, dataset: str = "cifar10") -> tuple[str, dict[str, Any]] | None:
@@ -375,7 +386,9 @@ def build_report(p: Params) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     blocks.append(("h2", "Cells"))
     summary: dict[str, Any] = {"profile": p.profile, "data": manifest["source"], "tables": {}}
     for title, rows in tables.items():
-        summary["tables"][title] = {r.what: {"ours": r.ours, "paper": r.paper} for r in rows}
+        summary["tables"][title] = {
+            r.what: {"ours": r.ours, "paper": r.paper, "paper_known": r.paper_known} for r in rows
+        }
     for dataset in DATASETS:
         genotype = load_genotype(
             upstream(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}")
@@ -387,7 +400,7 @@ def build_report(p: Params) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     blocks.append(("h2", "Seed stability"))
     stability_text, summary["seed_stability"] = seed_stability(p)
     blocks += [("p", text) for text in stability_text[:1]] + [("pre_md", stability_text[1])]
-    blocks.append(("h2", "K ablation (partial channels, SPEC §2)"))
+    blocks.append(("h2", "K ablation (partial channels, method §2)"))
     ablation = k_ablation(p)
     if ablation is None:
         blocks.append(

@@ -1,4 +1,4 @@
-"""Stage `transfer_ssd`: SSD on COCO with the ImageNet-retrained PC-DARTS backbone (SPEC §7).
+"""Stage `transfer_ssd`: SSD on COCO with the ImageNet-retrained PC-DARTS backbone (method §7).
 
     python -m stages.transfer_ssd
 

@@ -1,4 +1,4 @@
-"""The architect (SPEC §5): what one arch step changes, the second-order gradient, clipping."""
+"""The architect (method §5): what one arch step changes, the second-order gradient, clipping."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parameter and mult-add counts against the reference implementation's (SPEC §7)."""
+"""Parameter and mult-add counts against the reference implementation's (method §7)."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def test_input_groups_cover_every_edge_once() -> None:
     groups = input_groups(steps=4)
     edges = sorted(e for g in groups for e in g.edges)
     assert edges == list(range(14))
-    for g in groups:  # state i feeds exactly the nodes j with i < 2 + j (SPEC §1)
+    for g in groups:  # state i feeds exactly the nodes j with i < 2 + j (method §1)
         assert g.nodes == tuple(j for j in range(4) if g.state < 2 + j)
 
 

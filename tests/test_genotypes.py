@@ -1,4 +1,4 @@
-"""Genotypes (SPEC §4): the registry, serialisation, validation and derivation."""
+"""Genotypes (method §4): the registry, serialisation, validation and derivation."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def test_get_genotype_unknown_name_lists_known() -> None:
 
 
 def reference_parse(alphas: np.ndarray, betas: np.ndarray | None) -> list[tuple[str, int]]:
-    """SPEC §4 written out plainly, in float32."""
+    """method §4 written out plainly, in float32."""
     w = torch.softmax(torch.as_tensor(alphas, dtype=torch.float32), dim=-1).numpy()
     if betas is not None:
         w = w * edge_weights(torch.as_tensor(betas, dtype=torch.float32)).numpy()[:, None]

@@ -1,4 +1,4 @@
-"""The supernet (SPEC §1-3) and the final networks (SPEC §6) at tiny sizes on the CPU."""
+"""The supernet (method §1-3) and the final networks (method §6) at tiny sizes on the CPU."""
 
 from __future__ import annotations
 

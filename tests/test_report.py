@@ -28,6 +28,13 @@ def test_difference_only_for_comparable_runs() -> None:
     assert page.count("<tr>") == 3
 
 
+def test_an_unconfirmed_paper_number_is_labelled_and_never_differenced() -> None:
+    row = RunInfo("paper, real data", comparable=True).row(
+        "bbox AP", 30.0, 28.9, "AP (%)", "transfer_ssd", paper_known="unconfirmed"
+    )
+    assert row.cells()[2] == "28.9 (unconfirmed)" and row.cells()[3] == ""
+
+
 def test_missing_values_print_as_a_dash() -> None:
     row = Row("x", None, 1.0, "M", "derive", "tiny, digits", False)
     assert row.cells()[1] == "—"
