@@ -12,7 +12,14 @@ import torch
 
 from pcdarts import GENOTYPES, PRIMITIVES, Genotype, derive_genotype, edge_weights, get_genotype
 from pcdarts.errors import MissingInputError, UserError
-from pcdarts.genotypes import GenotypeError, UnknownGenotypeError, load_genotype, steps_for_edges
+from pcdarts.genotypes import (
+    GenotypeError,
+    UnknownGenotypeError,
+    derivation_margin,
+    load_genotype,
+    stable_since,
+    steps_for_edges,
+)
 
 NONE = PRIMITIVES.index("none")
 EDGES, OPS = 14, len(PRIMITIVES)
@@ -279,3 +286,46 @@ def test_edge_weights_softmax_per_node() -> None:
     assert sums == pytest.approx([1.0] * 4)
     torch.testing.assert_close(w[2:5], torch.softmax(betas[2:5], dim=0))
     assert steps_for_edges(EDGES) == 4
+
+
+def _one_op_alphas(edges: list[tuple[int, float]]) -> torch.Tensor:
+    """(E, 8) zeros but one op per edge at logit log(r): softmax r/(r+7) there, 1/(r+7) else."""
+    alphas = torch.zeros(len(edges), len(PRIMITIVES))
+    for e, (op, ratio) in enumerate(edges):
+        alphas[e, op] = float(np.log(ratio))
+    return alphas
+
+
+def test_derivation_margin_is_the_smallest_lead_worked_by_hand() -> None:
+    # Two nodes (5 edges). Node 0 keeps both inputs: op leads (5-1)/12 and (3-1)/10.
+    # Node 1 keeps edges 2 and 3 (9/16, 4/11) over edge 4 (2/9): op leads 8/16 and 3/11,
+    # edge lead 4/11 - 2/9 = 14/99, the smallest.
+    alphas = _one_op_alphas([(3, 5.0), (4, 3.0), (5, 9.0), (6, 4.0), (7, 2.0)])
+    assert derivation_margin(alphas, alphas) == pytest.approx(14 / 99, rel=1e-5)
+    # Edge normalization scales each node's edges by 1/(its inputs) with zero betas.
+    betas = torch.zeros(5)
+    expected = min(4 / 12 / 2, 2 / 10 / 2, 8 / 16 / 3, 3 / 11 / 3, 14 / 99 / 3)
+    assert derivation_margin(alphas, alphas, betas, betas) == pytest.approx(expected, rel=1e-5)
+    # The normal and the reduce cell both count: a tie in one makes the margin 0.
+    assert derivation_margin(alphas, torch.zeros(5, len(PRIMITIVES))) == 0.0
+
+
+def test_derivation_margin_bounds_what_noise_can_flip() -> None:
+    """Any perturbation of the ranked weights below half the margin keeps the genotype."""
+    gen = torch.Generator().manual_seed(0)
+    alphas_n, alphas_r = torch.randn(14, 8, generator=gen), torch.randn(14, 8, generator=gen)
+    margin = derivation_margin(alphas_n, alphas_r)
+    assert margin > 0
+    base = derive_genotype(alphas_n, alphas_r)
+    for _ in range(20):
+        # log-softmax shift: softmax(a + eps) moves each weight by < margin/2 for small eps
+        eps = 0.2 * margin * (torch.rand(14, 8, generator=gen) - 0.5)
+        assert derive_genotype(alphas_n + eps, alphas_r + eps) == base
+
+
+def test_stable_since_counts_the_unchanged_tail() -> None:
+    a, b = get_genotype("pc_darts_cifar"), get_genotype("pc_darts_imagenet")
+    assert stable_since([a, b, a, a]) == 2
+    assert stable_since([b, b, b]) == 0
+    assert stable_since([a]) == 0
+    assert stable_since([a, a, b]) == 2
