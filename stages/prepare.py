@@ -23,11 +23,12 @@ from pcdarts.data import (
     split_per_class,
     split_weight_arch,
 )
-from stages.common import run_stage, tracked, write_json
-from stages.config import REPO_ROOT, Params, load_params
-from stages.embedded_data import write_all
-from stages.paths import PREPARED as OUT
-from stages.paths import prepare_outs as outs
+from pipeline.config import REPO_ROOT, Params, load_params
+from pipeline.embedded_data import write_all
+from pipeline.io import write_json
+from pipeline.paths import PREPARED as OUT
+from pipeline.paths import prepare_outs as outs
+from pipeline.stage import run_stage, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = [

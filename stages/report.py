@@ -24,10 +24,9 @@ from matplotlib.figure import Figure
 
 from pcdarts.genotypes import load_genotype
 from pcdarts.ops import PRIMITIVES
-from stages.common import atomic_path, read_json, run_stage, tracked, upstream, write_json
-from stages.config import REPO_ROOT, PaperImagenet, Params, load_params
-from stages.derive import paper_scale_counts
-from stages.paths import (
+from pipeline.config import REPO_ROOT, PaperImagenet, Params, load_params
+from pipeline.io import atomic_path, read_json, upstream, write_json
+from pipeline.paths import (
     MANIFEST,
     derive_outs,
     report_outs,
@@ -35,8 +34,10 @@ from stages.paths import (
     train_outs,
     transfer_outs,
 )
-from stages.paths import report_outs as outs  # noqa: F401 - the declarations test reads it
-from stages.tracking import finished_runs
+from pipeline.paths import report_outs as outs  # noqa: F401 - the declarations test reads it
+from pipeline.stage import run_stage, tracked
+from pipeline.tracking import finished_runs
+from reporting.counts import paper_scale_counts
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = ["seed", "seeds", "profile", "report", "derive"]

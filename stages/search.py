@@ -16,22 +16,13 @@ from pcdarts import build_supernet
 from pcdarts.data import image_dataset, indices_from_json, make_loader
 from pcdarts.runtime import seed_everything
 from pcdarts.search import Searcher
-from stages.common import (
-    Resumable,
-    augment_kwargs,
-    finish_processes,
-    per_process_batch,
-    read_json,
-    run_stage,
-    save_torch,
-    start_processes,
-    to_jsonable,
-    tracked,
-    write_json,
-)
-from stages.config import REPO_ROOT, load_params, section
-from stages.paths import MANIFEST, prepare_outs, splits
-from stages.paths import search_outs as outs
+from pipeline.checkpoints import Resumable
+from pipeline.config import REPO_ROOT, load_params, section
+from pipeline.io import read_json, save_torch, to_jsonable, write_json
+from pipeline.launch import finish_processes, per_process_batch, start_processes
+from pipeline.paths import MANIFEST, prepare_outs, splits
+from pipeline.paths import search_outs as outs
+from pipeline.stage import augment_kwargs, run_stage, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = [

@@ -20,23 +20,13 @@ from pcdarts.genotypes import Genotype, load_genotype
 from pcdarts.network import LogitsOnly
 from pcdarts.runtime import seed_everything
 from pcdarts.train import Trainer
-from stages.common import (
-    Resumable,
-    augment_kwargs,
-    finish_processes,
-    per_process_batch,
-    read_json,
-    run_stage,
-    save_torch,
-    start_processes,
-    to_jsonable,
-    tracked,
-    upstream,
-    write_json,
-)
-from stages.config import REPO_ROOT, SEARCHED, TrainParams, load_params, section
-from stages.paths import MANIFEST, prepare_outs, search_outs
-from stages.paths import train_outs as outs
+from pipeline.checkpoints import Resumable
+from pipeline.config import REPO_ROOT, SEARCHED, TrainParams, load_params, section
+from pipeline.io import read_json, save_torch, to_jsonable, upstream, write_json
+from pipeline.launch import finish_processes, per_process_batch, start_processes
+from pipeline.paths import MANIFEST, prepare_outs, search_outs
+from pipeline.paths import train_outs as outs
+from pipeline.stage import augment_kwargs, run_stage, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = [

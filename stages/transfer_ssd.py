@@ -23,22 +23,13 @@ from detection.checkpoint import convert_imagenet_checkpoint
 from detection.configs import config_file
 from detection.transfer import BackboneInit, CocoData, Schedule, build_config, train_and_evaluate
 from pcdarts.distributed import barrier, is_main
-from stages.common import (
-    CHECKPOINT_DIR,
-    atomic_path,
-    config_hash,
-    finish_processes,
-    per_process_batch,
-    read_json,
-    run_stage,
-    save_torch,
-    start_processes,
-    tracked,
-    write_json,
-)
-from stages.config import REPO_ROOT, TransferParams, load_params
-from stages.paths import MANIFEST, train_outs
-from stages.paths import transfer_outs as outs
+from pipeline.checkpoints import CHECKPOINT_DIR, config_hash
+from pipeline.config import REPO_ROOT, TransferParams, load_params
+from pipeline.io import atomic_path, read_json, save_torch, write_json
+from pipeline.launch import finish_processes, per_process_batch, start_processes
+from pipeline.paths import MANIFEST, train_outs
+from pipeline.paths import transfer_outs as outs
+from pipeline.stage import run_stage, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = ["seed", "profile", "device", "dist", "data.num_workers", "transfer_ssd"]

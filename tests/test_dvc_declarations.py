@@ -24,8 +24,8 @@ import yaml
 from stages.compose import compose_params
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_PACKAGES = ("pcdarts", "stages", "detection")
-OBSERVERS = {"pcdarts/tracking.py", "stages/tracking.py"}  # results never depend on them
+LOCAL_PACKAGES = ("pcdarts", "stages", "detection", "pipeline", "reporting")
+OBSERVERS = {"pcdarts/tracking.py", "pipeline/tracking.py"}  # results never depend on them
 
 
 def expanded_stages() -> dict[str, dict[str, Any]]:

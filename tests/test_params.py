@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from pcdarts.errors import UserError
+from pipeline.config import Params, ParamsError, load_params, section, validate
+from pipeline.param_rules import RANGES, cell_channels, leaves
 from stages.compose import compose_params
-from stages.config import Params, ParamsError, load_params, section, validate
-from stages.param_rules import RANGES, cell_channels, leaves
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())

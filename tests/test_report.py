@@ -44,7 +44,7 @@ def test_k_ablation_takes_the_newest_run_per_k_of_this_profile(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import stages.report as report
-    from stages.config import Params
+    from pipeline.config import Params
 
     def run(k: str, profile: str, seconds: float) -> dict[str, object]:
         metrics = {"cost/wall_seconds": seconds, "cost/peak_memory_mb": 100.0 * int(k)}

@@ -21,7 +21,6 @@ import logging
 import os
 import platform
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -35,6 +34,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from pcdarts.errors import UserError
+from pipeline.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -281,15 +281,6 @@ def _experiment_id(name: str, uri: str) -> str:
     return found.experiment_id
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 @contextmanager
 def stage_run(
     stage: str,
@@ -348,7 +339,7 @@ def stage_run(
     tracker.close("FINISHED")
     if run_file is not None:
         info = {"run_id": tracker.run_id, "experiment_id": experiment_id, "tracking_uri": uri}
-        _write_json_atomic(Path(run_file), {**info, "tracking_ok": tracker.ok})
+        write_json(Path(run_file), {**info, "tracking_ok": tracker.ok})
 
 
 def finished_runs(

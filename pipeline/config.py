@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pcdarts.config import SearchConfig, TrainConfig
 from pcdarts.errors import UserError
-from stages.param_rules import Violation, first_violation
+from pipeline.param_rules import Violation, first_violation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "params.yaml"
@@ -208,7 +208,7 @@ class ParamsError(UserError, ValueError):
 
 
 def validate(raw: dict[str, Any], source: str = "params") -> Params:
-    """Check a plain dict against :class:`Params` (keys, types) and stages/param_rules.py
+    """Check a plain dict against :class:`Params` (keys, types) and pipeline/param_rules.py
     (ranges, consistency); build the typed tree. ParamsError names the first bad key."""
     schema = OmegaConf.structured(Params)
     _writable(schema)

@@ -1,6 +1,6 @@
 """Ranges and consistency of ``params.yaml``: one table, checked when a stage loads its params.
 
-The schema (stages/config.py) checks keys and types; this checks values. ``RANGES`` maps
+The schema (pipeline/config.py) checks keys and types; this checks values. ``RANGES`` maps
 key patterns (``fnmatch`` over the dotted key, ``*`` spans dots) to the range every
 matching value must lie in; ``CONSISTENCY`` holds the few rules that relate two keys.
 :func:`first_violation` returns the first value outside its rule, so a stage refuses a bad
