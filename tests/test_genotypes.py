@@ -279,3 +279,26 @@ def test_edge_weights_softmax_per_node() -> None:
     assert sums == pytest.approx([1.0] * 4)
     torch.testing.assert_close(w[2:5], torch.softmax(betas[2:5], dim=0))
     assert steps_for_edges(EDGES) == 4
+
+
+def test_random_genotype_is_a_seeded_uniform_draw_from_the_darts_space() -> None:
+    from pcdarts.genotypes import INPUTS_PER_NODE, NODES, random_genotype
+
+    g = random_genotype(3)
+    assert g == random_genotype(3) != random_genotype(4)
+    assert load_genotype("random:3") == g and load_genotype(g.to_dict()) == g
+    for gene in (g.normal, g.reduce):
+        assert len(gene) == NODES * INPUTS_PER_NODE
+        for node in range(NODES):
+            pair = gene[node * INPUTS_PER_NODE : (node + 1) * INPUTS_PER_NODE]
+            inputs = [source for _, source in pair]
+            assert len(set(inputs)) == INPUTS_PER_NODE and max(inputs) < node + 2
+            assert all(op != "none" for op, _ in pair)
+    ops = {op for s in range(50) for op, _ in random_genotype(s).normal}
+    assert ops == {op for op in PRIMITIVES if op != "none"}
+
+
+@pytest.mark.parametrize("spec", ["random:", "random:x", "random:-1"])
+def test_a_bad_random_spec_names_the_expected_form(spec: str) -> None:
+    with pytest.raises(GenotypeError, match="expected random:<seed>"):
+        load_genotype(spec)
