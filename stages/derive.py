@@ -27,7 +27,7 @@ PARAMS = ["seed", "profile", "derive"]
 def main(dataset: str) -> None:
     p = load_params()
     genotype = load_genotype(
-        upstream(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}")
+        upstream(REPO_ROOT / search_outs(dataset, p.seed)["genotype"], f"search@{dataset}-{p.seed}")
     )
     o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
     with tracked(
@@ -36,7 +36,7 @@ def main(dataset: str) -> None:
         params=p.derive,
         run_file=outs(dataset)["run"],
         dataset=dataset,
-        upstream_run_files=[search_outs(dataset)["run"]],
+        upstream_run_files=[search_outs(dataset, p.seed)["run"]],
     ) as tracker:
         paths = save_cell_diagrams(genotype, o["normal"].parent)
         assert {paths["normal"], paths["reduction"]} == {o["normal"], o["reduction"]}
