@@ -232,14 +232,47 @@ def get_genotype(name: str) -> Genotype:
         ) from None
 
 
+RANDOM_PREFIX = "random:"  # load_genotype("random:<seed>"): a cell drawn by random_genotype
+
+
+def random_genotype(seed: int, nodes: int = NODES) -> Genotype:
+    """A genotype drawn uniformly from the DARTS space, the same for the same ``seed``.
+
+    For the normal and the reduction cell alike, each intermediate node picks
+    ``INPUTS_PER_NODE`` distinct inputs among the states before it (the two cell inputs and
+    the earlier nodes) and, for each, one op other than ``none``: the random-search
+    baseline a searched cell must beat (method §4's space).
+    """
+    rng = np.random.default_rng(seed)
+    ops = [op for op in PRIMITIVES if op != "none"]
+
+    def cell() -> tuple[tuple[str, int], ...]:
+        gene: list[tuple[str, int]] = []
+        for node in range(nodes):
+            inputs = rng.choice(node + 2, size=INPUTS_PER_NODE, replace=False)
+            gene += [(ops[int(rng.integers(len(ops)))], int(i)) for i in inputs]
+        return tuple(gene)
+
+    concat = tuple(range(2, 2 + nodes))
+    return Genotype(cell(), concat, cell(), concat)
+
+
+def _random_seed(text: str) -> int:
+    seed = text.removeprefix(RANDOM_PREFIX)
+    if not seed.isdigit():
+        raise GenotypeError(f"{text!r}: expected {RANDOM_PREFIX}<seed>, a seed >= 0 (random:3)")
+    return int(seed)
+
+
 GenotypeSource = Genotype | Mapping[str, Any] | str | os.PathLike[str]
 
 
 def load_genotype(source: GenotypeSource, root: Path | None = None) -> Genotype:
     """The one genotype loader: a ``Genotype``, a ``to_dict()`` mapping, a registry name
-    (``pc_darts_cifar``) or a JSON file (``outputs/search/cifar10/genotype.json``; relative
-    to ``root`` when given). A string is a file if it ends in ``.json``, holds a path
-    separator or names an existing file; else a registry name.
+    (``pc_darts_cifar``), ``random:<seed>`` (:func:`random_genotype`) or a JSON file
+    (``outputs/search/cifar10/seed_0/genotype.json``; relative to ``root`` when given). A
+    string is a file if it ends in ``.json``, holds a path separator or names an existing
+    file; else a registry name.
 
     Raises GenotypeError (UnknownGenotypeError for a name) or MissingInputError, naming the
     source, the first problem and the expected shape.
@@ -249,6 +282,8 @@ def load_genotype(source: GenotypeSource, root: Path | None = None) -> Genotype:
     if isinstance(source, Mapping):
         return Genotype.from_dict(source, "genotype mapping")
     text = os.fspath(source)
+    if isinstance(source, str) and text.startswith(RANDOM_PREFIX):
+        return random_genotype(_random_seed(text))
     path = Path(text) if root is None else Path(root) / text
     is_file = not isinstance(source, str) or text.endswith(GENOTYPE_SUFFIX) or os.sep in text
     if text in GENOTYPES and not is_file:

@@ -1,5 +1,5 @@
 #!/usr/bin/env sh
-# Serve the MLflow UI on the pipeline's tracking store (the one stages/tracking.py logs to):
+# Serve the MLflow UI on the pipeline's tracking store (the one pipeline/tracking.py logs to):
 #   scripts/mlflow_ui.sh [port]        then open http://127.0.0.1:<port> (default 5000)
 # MLFLOW_TRACKING_URI, if set, names the store; an http(s) one already has its own UI.
 set -eu

@@ -1,26 +1,27 @@
 """Compose params.yaml from conf/ with Hydra: ``python -m stages.compose profile=paper``.
 
 This is what DVC's Hydra integration does on ``dvc exp run -S ...``; ``make params``
-calls it for ``dvc repro``. The result is validated against stages/config.py.
+calls it for ``dvc repro``. The result is validated against pipeline/config.py.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stages.common import atomic_path, run_stage
-from stages.config import CONF_DIR, PARAMS_FILE, REPO_ROOT, validate
+from pipeline.config import CONF_DIR, PARAMS_FILE, REPO_ROOT, validate
+from pipeline.io import atomic_path
+from pipeline.stage import run_stage
 
 
 def compose_params(overrides: list[str] | None = None) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=overrides or [])
-    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     assert isinstance(raw, dict)
     validate(raw, f"conf/ with overrides {overrides or []}")
     return raw

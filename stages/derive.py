@@ -10,41 +10,24 @@ ImageNet network (C=48, 14 cells, 224x224) built from the cell, in both conventi
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from pcdarts import build_network, count_macs, count_params
-from pcdarts.genotypes import Genotype, load_genotype
-from stages.common import run_stage, tracked, upstream, write_json
-from stages.config import REPO_ROOT, DeriveParams, load_params
-from stages.diagrams import save_cell_diagrams
-from stages.paths import derive_outs as outs
-from stages.paths import search_outs
+from pcdarts.genotypes import load_genotype
+from pipeline.config import REPO_ROOT, load_params
+from pipeline.io import upstream, write_json
+from pipeline.paths import derive_outs as outs
+from pipeline.paths import search_outs
+from pipeline.stage import run_stage, tracked
+from reporting.counts import paper_scale_counts
+from reporting.diagrams import save_cell_diagrams
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = ["seed", "profile", "derive"]
 
 
-def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
-    counts: dict[str, Any] = {}
-    for name, net, size, classes in (
-        ("cifar10", dp.cifar_network, dp.cifar_image_size, dp.cifar_classes),
-        ("imagenet", dp.imagenet_network, dp.imagenet_image_size, dp.imagenet_classes),
-    ):
-        model = build_network(
-            genotype, name, C=net.C, layers=net.layers, num_classes=classes, auxiliary=net.auxiliary
-        )
-        counts[f"{name}/params_m"] = count_params(model)
-        counts[f"{name}/macs_m"] = count_macs(model, size, "paper")
-        counts[f"{name}/macs_conv_linear_m"] = count_macs(model, size, "conv_linear")
-    counts["imagenet/over_mobile_budget"] = counts["imagenet/macs_m"] > dp.mobile_budget_macs_m
-    counts["mobile_budget_macs_m"] = dp.mobile_budget_macs_m
-    return counts
-
-
 def main(dataset: str) -> None:
     p = load_params()
     genotype = load_genotype(
-        upstream(REPO_ROOT / search_outs(dataset)["genotype"], f"search@{dataset}")
+        upstream(REPO_ROOT / search_outs(dataset, p.seed)["genotype"], f"search@{dataset}-{p.seed}")
     )
     o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
     with tracked(
@@ -53,7 +36,7 @@ def main(dataset: str) -> None:
         params=p.derive,
         run_file=outs(dataset)["run"],
         dataset=dataset,
-        upstream_run_files=[search_outs(dataset)["run"]],
+        upstream_run_files=[search_outs(dataset, p.seed)["run"]],
     ) as tracker:
         paths = save_cell_diagrams(genotype, o["normal"].parent)
         assert {paths["normal"], paths["reduction"]} == {o["normal"], o["reduction"]}

@@ -9,7 +9,6 @@ fails here, before any training, with the path and what to do.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,15 @@ from pcdarts.data import (
     split_per_class,
     split_weight_arch,
 )
-from stages.common import run_stage, tracked, write_json
-from stages.config import REPO_ROOT, Params, load_params
-from stages.embedded_data import write_all
-from stages.paths import PREPARED as OUT
-from stages.paths import prepare_outs as outs
+from pipeline.config import REPO_ROOT, Params, load_params
+from pipeline.embedded_data import write_all
+from pipeline.io import atomic_path, write_json
+from pipeline.paths import PREPARED as OUT
+from pipeline.paths import prepare_outs as outs
+from pipeline.stage import run_stage, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
-PARAMS = [
-    "seed",
-    "profile",
-    "data",
-    "search.cifar10.arch_fraction",
-    "search.imagenet.weight_fraction",
-    "search.imagenet.arch_fraction_per_class",
-]
+PARAMS = ["seed", "profile", "data", "prepare"]
 
 
 def dataset_roots(p: Params, out: Path) -> dict[str, Path]:
@@ -78,7 +71,7 @@ def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
         "imagenet": check_imagenet(roots["imagenet"], **decode),
         "coco": check_coco(roots["coco"], **decode),
     }
-    s = p.search
+    s = p.prepare
     n_cifar = len(load_cifar10(roots["cifar10"], train=True))
     w, a = split_weight_arch(n_cifar, s.cifar10.arch_fraction, seed=p.seed)
     (out / "splits").mkdir(parents=True, exist_ok=True)
@@ -105,19 +98,12 @@ def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
 def main() -> None:
     p = load_params()
     target = REPO_ROOT / OUT
-    tracked_params = {"data": p.data, "splits": _split_params(p)}
+    tracked_params = {"data": p.data, "splits": p.prepare}
     with tracked(p, "prepare", params=tracked_params, run_file=outs()["run"]) as tracker:
-        # Build in a sibling folder and swap it in: an interrupted run leaves no half dataset.
-        staging = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
+        # Built in a sibling folder and swapped in: an interrupted run leaves no half dataset.
+        with atomic_path(target, directory=True) as staging:
             manifest = prepare(p, staging, OUT)
             write_json(staging / "manifest.json", manifest)
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         sizes = {
             f"data/{name}/{key}": float(value)
             for name, info in manifest["datasets"].items()
@@ -134,15 +120,6 @@ def main() -> None:
         for s in ("train", "val")
     ] + [f"COCO {coco[s]['decoded']} of {coco[s]['images']} {s}" for s in ("train2017", "val2017")]
     print(f"decoded (seed {p.seed}): {', '.join(decoded)}")
-
-
-def _split_params(p: Params) -> dict[str, float]:
-    s = p.search
-    return {
-        "cifar10.arch_fraction": s.cifar10.arch_fraction,
-        "imagenet.weight_fraction": s.imagenet.weight_fraction,
-        "imagenet.arch_fraction_per_class": s.imagenet.arch_fraction_per_class,
-    }
 
 
 if __name__ == "__main__":

@@ -1,41 +1,33 @@
-"""Stage `search@<dataset>`: PC-DARTS architecture search on CIFAR-10 or ImageNet.
+"""Stage families `search@<dataset>-<seed>` and `search_k@<k>`: PC-DARTS architecture search.
 
-    python -m stages.search cifar10
+    python -m stages.search cifar10 0       # search@cifar10-0: CIFAR-10 with seed 0
+    python -m stages.search cifar10 0 2     # search_k@2: the same with partial-channel K=2
 
-Writes ``outputs/search/<dataset>/``: the final genotype, the per-epoch history (alphas,
-betas, genotype, metrics), the final supernet, metrics and curves. Resumes an
-interrupted run of the same config from ``.checkpoints/``.
+Writes ``outputs/search/<dataset>/seed_<seed>/`` (``outputs/search_k/k_<k>/``): the final
+genotype, the per-epoch history (alphas, betas, genotype, metrics), the final supernet,
+metrics and curves. Resumes an interrupted run of the same config from ``.checkpoints/``.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pcdarts import build_supernet
 from pcdarts.data import image_dataset, indices_from_json, make_loader
 from pcdarts.runtime import seed_everything
 from pcdarts.search import Searcher
-from stages.common import (
-    Resumable,
-    augment_kwargs,
-    finish_processes,
-    per_process_batch,
-    read_json,
-    run_stage,
-    save_torch,
-    start_processes,
-    to_jsonable,
-    tracked,
-    write_json,
-)
-from stages.config import REPO_ROOT, load_params, section
-from stages.paths import MANIFEST, prepare_outs, splits
-from stages.paths import search_outs as outs
+from pipeline.checkpoints import Resumable
+from pipeline.config import REPO_ROOT, SearchParams, load_params, section
+from pipeline.io import read_json, save_torch, to_jsonable, write_json
+from pipeline.launch import finish_processes, per_process_batch, start_processes
+from pipeline.paths import MANIFEST, prepare_outs, search_k_outs, search_outs, splits
+from pipeline.stage import augment_kwargs, run_stage, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = [
-    "seed",
     "profile",
     "device",
     "dist",
@@ -45,32 +37,34 @@ PARAMS = [
 ]
 
 
-def params(dataset: str, seed: str | None = None) -> list[str]:
-    """PARAMS of ``search@<dataset>``; a seeded search (``search_seed``) takes its seed as an
-    argument and reads ``seeds`` only through dvc.yaml's matrix."""
-    keys = [k.format(dataset=dataset) for k in PARAMS]
-    return keys if seed is None else [k for k in keys if k != "seed"]
+def outs(dataset: str, seed: str, k: str | None = None) -> dict[str, Path]:
+    return search_outs(dataset, seed) if k is None else search_k_outs(k)
 
 
-def dvc_stage(dataset: str, seed: int | None) -> str:
-    return f"search@{dataset}" if seed is None else f"search_seed@{dataset}-{seed}"
+def dvc_stage(dataset: str, seed: str, k: str | None = None) -> str:
+    return f"search@{dataset}-{seed}" if k is None else f"search_k@{k}"
 
 
-def main(dataset: str, seed_arg: str | None = None) -> None:
+def main(dataset: str, seed_arg: str, k: str | None = None) -> None:
     p = load_params()
-    sp = section(p, f"search.{dataset}")
-    seed = p.seed if seed_arg is None else int(seed_arg)
-    extra = None if seed_arg is None else seed
+    sp: SearchParams = section(p, f"search.{dataset}")
+    if k is not None:  # the K ablation: this search with one of `k_values` (checked at load)
+        sp = replace(sp, network=replace(sp.network, k=int(k)))
+    seed, stage = int(seed_arg), dvc_stage(dataset, seed_arg, k)
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
     seed_everything(seed)
-    manifest = read_json(REPO_ROOT / MANIFEST, "prepare")
+    manifest: dict[str, Any] = read_json(REPO_ROOT / MANIFEST, "prepare")
     root = REPO_ROOT / manifest["datasets"][dataset]["root"]
     train_set = image_dataset(
         dataset, root, train=True, augment=True, image_size=sp.image_size, **augment_kwargs(p)
     )
     weight_idx, arch_idx, _ = read_json(REPO_ROOT / splits(dataset), "prepare", indices_from_json)
     batch = per_process_batch(sp.batch_size, f"search.{dataset}.batch_size")
-    loader_args = {"batch_size": batch, "shuffle": True, "num_workers": p.data.num_workers}
+    loader_args: dict[str, Any] = {
+        "batch_size": batch,
+        "shuffle": True,
+        "num_workers": p.data.num_workers,
+    }
     weight_loader = make_loader(train_set, weight_idx, seed=seed, **loader_args)
     arch_loader = make_loader(train_set, arch_idx, seed=seed + 1, **loader_args)
     n_classes = len(manifest["datasets"][dataset]["classes"])
@@ -82,13 +76,13 @@ def main(dataset: str, seed_arg: str | None = None) -> None:
         k=sp.network.k,
         edge_norm=sp.network.edge_norm,
     )
-    o = {k: REPO_ROOT / v for k, v in outs(dataset, extra).items()}
+    o = {k: REPO_ROOT / v for k, v in outs(dataset, seed_arg, k).items()}
     with tracked(
         p,
-        dvc_stage(dataset, extra),
+        stage,
         params=sp,
         seed=seed,
-        run_file=outs(dataset, extra)["run"],
+        run_file=outs(dataset, seed_arg, k)["run"],
         dataset=dataset,
         dataset_size=len(weight_idx) + len(arch_idx),
         upstream_run_files=[prepare_outs()["run"]],
@@ -98,7 +92,7 @@ def main(dataset: str, seed_arg: str | None = None) -> None:
         if (state := progress.load()) is not None:
             searcher.load_state_dict(state)
             where = f"after epoch {searcher.epoch} from {progress.path}"
-            print(f"resuming {dvc_stage(dataset, extra)} {where}")
+            print(f"resuming {stage} {where}")
         result = searcher.run(weight_loader, arch_loader, on_checkpoint=progress.saver())
         summary = {**result.metrics, "profile": p.profile, "cost": result.cost.to_dict()}
         write_json(o["genotype"], result.genotype.to_dict())
@@ -118,8 +112,8 @@ def main(dataset: str, seed_arg: str | None = None) -> None:
             tracker.log_artifact(o[key])
         progress.done()
     finish_processes()
-    print(f"{dvc_stage(dataset, extra)}: {result.genotype}")
+    print(f"{stage}: {result.genotype}")
 
 
 if __name__ == "__main__":
-    run_stage(main, *sys.argv[1:3])
+    run_stage(main, *sys.argv[1:4])

@@ -1,8 +1,8 @@
-"""Stages `train_cifar10` and `train_imagenet@<cell>`: train a final network from a genotype.
+"""Stage family `train_<dataset>@<cell>`: train a final network from a cell of `cells`.
 
-    python -m stages.train cifar10            # CIFAR-10 evaluation of the CIFAR-searched cell
-    python -m stages.train imagenet cifar10   # ImageNet retraining of the CIFAR-searched cell
-    python -m stages.train imagenet imagenet  # ... of the ImageNet-searched cell
+    python -m stages.train cifar10 searched                 # the CIFAR-searched cell
+    python -m stages.train cifar10 random:0                 # a random cell, the same recipe
+    python -m stages.train imagenet searched:cifar10        # ImageNet, the CIFAR-searched cell
 
 Writes the trained network (the detection stage's backbone), test error, and curves.
 """
@@ -10,7 +10,9 @@ Writes the trained network (the detection stage's backbone), test error, and cur
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,25 +22,15 @@ from pcdarts.genotypes import Genotype, load_genotype
 from pcdarts.network import LogitsOnly
 from pcdarts.runtime import seed_everything
 from pcdarts.train import Trainer
-from stages.common import (
-    Resumable,
-    augment_kwargs,
-    finish_processes,
-    per_process_batch,
-    read_json,
-    run_stage,
-    save_torch,
-    start_processes,
-    to_jsonable,
-    tracked,
-    upstream,
-    write_json,
-)
-from stages.config import REPO_ROOT, SEARCHED, TrainParams, load_params, section
-from stages.paths import MANIFEST, prepare_outs, search_outs
-from stages.paths import train_outs as outs
+from pipeline.checkpoints import Resumable
+from pipeline.config import REPO_ROOT, SEARCHED, TrainParams, load_params, section
+from pipeline.io import read_json, save_torch, to_jsonable, upstream, write_json
+from pipeline.launch import finish_processes, per_process_batch, start_processes
+from pipeline.paths import MANIFEST, prepare_outs, search_outs, train_outs
+from pipeline.stage import augment_kwargs, run_stage, tracked
 
-# The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
+# The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes):
+# its section but `cells`, the family's axis, so adding a cell retrains only that cell.
 PARAMS = [
     "seed",
     "profile",
@@ -46,30 +38,34 @@ PARAMS = [
     "dist",
     "data.num_workers",
     "data.augment",
-    "train_{dataset}",
+    *(f"train_{{dataset}}.{f.name}" for f in fields(TrainParams) if f.name != "cells"),
 ]
 
 
-def stage_name(dataset: str, cell: str) -> str:
-    return "train_cifar10" if dataset == "cifar10" else f"train_imagenet@{cell}"
+def outs(dataset: str, cell: str) -> dict[str, Path]:
+    return train_outs(dataset, cell)
 
 
-def genotype_for(tp: TrainParams, cell: str) -> Genotype:
-    """``"searched"`` (``search@<cell>``'s output), a registry name or a JSON file (relative
-    to the repository), through the one loader."""
-    if tp.genotype == SEARCHED:
-        return load_genotype(upstream(REPO_ROOT / search_outs(cell)["genotype"], f"search@{cell}"))
-    return load_genotype(tp.genotype, root=REPO_ROOT)
+def genotype_for(dataset: str, cell: str, seed: int) -> tuple[Genotype, Path]:
+    """The cell and the run file of what it came from: ``searched`` (``search@<dataset>-
+    <seed>``'s genotype), ``searched:<other dataset>``, or through the one loader
+    ``random:<seed>``, a registry name or a JSON file (relative to the repository)."""
+    name, _, searched_on = cell.partition(":")
+    if name == SEARCHED:
+        found = search_outs(searched_on or dataset, seed)
+        stage = f"search@{searched_on or dataset}-{seed}"
+        return load_genotype(upstream(REPO_ROOT / found["genotype"], stage)), found["run"]
+    return load_genotype(cell, root=REPO_ROOT), prepare_outs()["run"]
 
 
-def main(dataset: str, cell: str | None = None) -> None:
-    cell = cell or dataset
+def main(dataset: str, cell: str) -> None:
     p = load_params()
     tp: TrainParams = section(p, f"train_{dataset}")
-    genotype = genotype_for(tp, cell)  # a bad genotype fails before any data is read
+    stage = f"train_{dataset}@{cell}"
+    genotype, upstream_run = genotype_for(dataset, cell, p.seed)  # fails before any data
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
     seed_everything(p.seed)
-    manifest = read_json(REPO_ROOT / MANIFEST, "prepare")
+    manifest: dict[str, Any] = read_json(REPO_ROOT / MANIFEST, "prepare")
     root = REPO_ROOT / manifest["datasets"][dataset]["root"]
     kw = {
         "image_size": tp.image_size,
@@ -80,11 +76,11 @@ def main(dataset: str, cell: str | None = None) -> None:
     train_set = image_dataset(dataset, root, train=True, augment=True, **kw)
     test_set = image_dataset(dataset, root, train=False, augment=False, **kw)
     batch = per_process_batch(tp.batch_size, f"train_{dataset}.batch_size")
-    loaders = {"seed": p.seed, "num_workers": p.data.num_workers}
+    loaders: dict[str, Any] = {"seed": p.seed, "num_workers": p.data.num_workers}
     train_loader = make_loader(train_set, None, batch, shuffle=True, **loaders)
     test_loader = make_loader(test_set, None, batch, shuffle=False, **loaders)
     n_classes = len(manifest["datasets"][dataset]["classes"])
-    net_args = {
+    net_args: dict[str, Any] = {
         "dataset": dataset,
         "C": tp.network.C,
         "layers": tp.network.layers,
@@ -98,27 +94,24 @@ def main(dataset: str, cell: str | None = None) -> None:
         "model/macs_conv_linear_m": count_macs(model, tp.image_size, "conv_linear"),
     }
     o = {k: REPO_ROOT / v for k, v in outs(dataset, cell).items()}
-    upstream_runs = (
-        [search_outs(cell)["run"]] if tp.genotype == SEARCHED else [prepare_outs()["run"]]
-    )
     with tracked(
         p,
-        stage_name(dataset, cell),
+        stage,
         params=tp,
         run_file=outs(dataset, cell)["run"],
         dataset=f"{dataset}:{cell}-cell",
-        dataset_size=len(train_set),
-        upstream_run_files=upstream_runs,
+        dataset_size=len(train_set),  # type: ignore[arg-type]
+        upstream_run_files=[upstream_run],
     ) as tracker:
         tracker.log_dict(genotype.to_dict(), "genotype.json")
         trainer = Trainer(model, tp.loop, device, tracker)
         progress = Resumable(
-            stage_name(dataset, cell),
+            stage,
             {"params": tp, "seed": p.seed, "genotype": genotype.to_dict(), "data": manifest},
         )
         if (state := progress.load()) is not None:
             trainer.load_state_dict(state)
-            print(f"resuming {stage_name(dataset, cell)} after epoch {trainer.epoch}")
+            print(f"resuming {stage} after epoch {trainer.epoch}")
         result = trainer.run(train_loader, test_loader, on_checkpoint=progress.saver())
         summary = {**result.metrics, **size, "profile": p.profile, "cost": result.cost.to_dict()}
         write_json(o["metrics"], summary)
@@ -138,7 +131,7 @@ def main(dataset: str, cell: str | None = None) -> None:
         tracker.log_model(LogitsOnly(trainer.model).cpu().eval(), "model", input_example=example)
         progress.done()
     finish_processes()
-    print(f"{stage_name(dataset, cell)}: test top-1 error {result.metrics['test/top1_err']:.2f}%")
+    print(f"{stage}: test top-1 error {result.metrics['test/top1_err']:.2f}%")
 
 
 if __name__ == "__main__":

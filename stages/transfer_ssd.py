@@ -4,7 +4,7 @@
 
 With ``dist.nproc_per_node`` > 1 it re-runs itself under torchrun and MMEngine's ``pytorch``
 launcher takes over (DDP, sharded loaders); ``transfer_ssd.batch_size`` stays the global batch.
-Converts ``train_imagenet@imagenet``'s network into MMDetection backbone weights, trains
+Converts ``train_imagenet@searched``'s network into MMDetection backbone weights, trains
 the SSD of ``transfer_ssd.config`` with MMEngine's Runner (resuming from
 .checkpoints/transfer_ssd/<config hash>/), evaluates on val2017 with CocoMetric and
 writes AP, AP50, AP75 and AP by size, the detector and its resolved config.
@@ -16,6 +16,7 @@ import hashlib
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,22 +24,13 @@ from detection.checkpoint import convert_imagenet_checkpoint
 from detection.configs import config_file
 from detection.transfer import BackboneInit, CocoData, Schedule, build_config, train_and_evaluate
 from pcdarts.distributed import barrier, is_main
-from stages.common import (
-    CHECKPOINT_DIR,
-    atomic_path,
-    config_hash,
-    finish_processes,
-    per_process_batch,
-    read_json,
-    run_stage,
-    save_torch,
-    start_processes,
-    tracked,
-    write_json,
-)
-from stages.config import REPO_ROOT, TransferParams, load_params
-from stages.paths import MANIFEST, train_outs
-from stages.paths import transfer_outs as outs
+from pipeline.checkpoints import CHECKPOINT_DIR, config_hash
+from pipeline.config import REPO_ROOT, SEARCHED, TransferParams, load_params
+from pipeline.io import atomic_path, read_json, save_torch, write_json
+from pipeline.launch import finish_processes, per_process_batch, start_processes
+from pipeline.paths import MANIFEST, train_outs
+from pipeline.paths import transfer_outs as outs
+from pipeline.stage import run_stage, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = ["seed", "profile", "device", "dist", "data.num_workers", "transfer_ssd"]
@@ -49,11 +41,12 @@ def main() -> None:
     p = load_params()
     tp: TransferParams = p.transfer_ssd
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
-    coco = read_json(REPO_ROOT / MANIFEST, "prepare")["datasets"]["coco"]
+    manifest: dict[str, Any] = read_json(REPO_ROOT / MANIFEST, "prepare")
+    coco = manifest["datasets"]["coco"]
     data = CocoData(REPO_ROOT / coco["root"], tuple(coco["categories"]))
-    imagenet_file = REPO_ROOT / train_outs("imagenet", "imagenet")["model"]
+    imagenet_file = REPO_ROOT / train_outs("imagenet", SEARCHED)["model"]
     if not imagenet_file.is_file():
-        raise FileNotFoundError(f"{imagenet_file} is missing: dvc repro train_imagenet@imagenet")
+        raise FileNotFoundError(f"{imagenet_file} is missing: dvc repro train_imagenet@searched")
     weights = convert_imagenet_checkpoint(torch.load(imagenet_file, map_location="cpu"))
     digest = hashlib.sha256(imagenet_file.read_bytes()).hexdigest()
     work_dir = CHECKPOINT_DIR / STAGE / config_hash([tp, p.seed, coco, digest])
@@ -77,7 +70,7 @@ def main() -> None:
         run_file=outs()["run"],
         dataset=f"coco:{coco['root']}",
         dataset_size=coco["train2017"]["images"],
-        upstream_run_files=[train_outs("imagenet", "imagenet")["run"]],
+        upstream_run_files=[train_outs("imagenet", SEARCHED)["run"]],
     ) as tracker:
         tracker.log_dict(meta["genotype"], "genotype.json")
         result = train_and_evaluate(cfg, work_dir, tracker.log_metrics, device)

@@ -57,7 +57,7 @@ from detection.transfer import (  # noqa: E402
 )
 from pcdarts import build_network, get_genotype  # noqa: E402
 from pcdarts.distributed import unwrap  # noqa: E402
-from stages.embedded_data import write_digits_coco  # noqa: E402
+from pipeline.embedded_data import write_digits_coco  # noqa: E402
 
 TINY = {"C": 8, "layers": 6}  # cells 0-1 at stride 8, 2-3 at 16, 4-5 at 32
 GENOTYPE = "pc_darts_imagenet"

@@ -1,4 +1,4 @@
-"""Cell diagrams (stages/diagrams.py): valid, deterministic PNGs for every registry genotype."""
+"""Cell diagrams (reporting/diagrams.py): valid, deterministic PNGs for every registry genotype."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from matplotlib.patches import FancyArrowPatch
 
 from pcdarts import GENOTYPES, get_genotype
-from stages.diagrams import draw_cell, save_cell_diagrams
+from reporting.diagrams import draw_cell, save_cell_diagrams
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

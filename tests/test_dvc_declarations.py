@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import importlib
 import itertools
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,19 @@ import yaml
 from stages.compose import compose_params
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_PACKAGES = ("pcdarts", "stages", "detection")
-OBSERVERS = {"pcdarts/tracking.py", "stages/tracking.py"}  # results never depend on them
+LOCAL_PACKAGES = ("pcdarts", "stages", "detection", "pipeline", "reporting")
+OBSERVERS = {"pcdarts/tracking.py", "pipeline/tracking.py"}  # results never depend on them
+
+
+def _param(params: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        params = params[part]
+    return params
+
+
+def _interpolate_params(text: str, params: dict[str, Any]) -> str:
+    """``${key}`` of params.yaml in a stage (DVC reads params.yaml as its vars)."""
+    return re.sub(r"\$\{([a-z_.0-9]+)\}", lambda m: str(_param(params, m.group(1))), text)
 
 
 def expanded_stages() -> dict[str, dict[str, Any]]:
@@ -37,16 +49,18 @@ def expanded_stages() -> dict[str, dict[str, Any]]:
         if "foreach" in stage:
             for item in stage["foreach"]:
                 text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
-                stages[f"{name}@{item}"] = yaml.safe_load(text)
+                stages[f"{name}@{item}"] = yaml.safe_load(_interpolate_params(text, params))
         elif "matrix" in stage:
             axes = {
-                k: params[v[2:-1]] if isinstance(v, str) else v for k, v in stage["matrix"].items()
+                k: _param(params, v[2:-1]) if isinstance(v, str) else v
+                for k, v in stage["matrix"].items()
             }
             body = {k: v for k, v in stage.items() if k != "matrix"}
             for combo in itertools.product(*axes.values()):
                 text = yaml.safe_dump(body)
                 for key, value in zip(axes, combo, strict=True):
                     text = text.replace(f"${{item.{key}}}", str(value))
+                text = _interpolate_params(text, params)
                 stages[f"{name}@{'-'.join(map(str, combo))}"] = yaml.safe_load(text)
         else:
             stages[name] = stage

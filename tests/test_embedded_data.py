@@ -1,4 +1,4 @@
-"""The embedded digits dataset (stages/embedded_data.py): formats, splits, determinism."""
+"""The embedded digits dataset (pipeline/embedded_data.py): formats, splits, determinism."""
 
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ from pcdarts.data import (
     load_cifar10,
     load_imagenet,
 )
-from stages.embedded_data import (
+from pipeline.embedded_data import (
     CLASS_NAMES,
     WNIDS,
-    atomic_dir,
     load_digits_uint8,
     write_all,
     write_digits_cifar10,
     write_digits_coco,
     write_digits_imagenet,
 )
+from pipeline.io import atomic_path
 
 NUM_DIGITS = 1797  # sklearn load_digits
 SMALL_COCO: dict[str, Any] = {
@@ -195,13 +195,13 @@ def test_checks_reject_damaged_copies(written: tuple[Path, dict[str, Any]], tmp_
 
 def test_atomic_dir_keeps_old_data_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out"
-    with atomic_dir(target) as tmp:
+    with atomic_path(target, directory=True) as tmp:
         (tmp / "v").write_text("1")
-    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+    with pytest.raises(RuntimeError), atomic_path(target, directory=True) as tmp:
         (tmp / "v").write_text("half")
         raise RuntimeError("interrupted")
     assert (target / "v").read_text() == "1"
-    with atomic_dir(target) as tmp:
+    with atomic_path(target, directory=True) as tmp:
         (tmp / "w").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["w"]  # replaced, not merged
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary siblings left

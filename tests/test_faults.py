@@ -19,11 +19,14 @@ import pytest
 import torch
 from test_mlflow_server import mlflow_server
 
-import stages.common as common
+import pipeline.checkpoints as checkpoint_store
+import pipeline.stage as common
 from pcdarts.data import indices_from_json
 from pcdarts.errors import MissingInputError, UserError
-from stages.common import Resumable, atomic_path, read_json, run_stage, save_torch
-from stages.tracking import stage_run
+from pipeline.checkpoints import Resumable
+from pipeline.io import atomic_path, read_json, save_torch, write_json
+from pipeline.stage import run_stage
+from pipeline.tracking import stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +66,7 @@ def test_a_user_error_message_on_several_lines_is_still_one(
 
 @pytest.fixture
 def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(common, "CHECKPOINT_DIR", tmp_path / ".checkpoints")
+    monkeypatch.setattr(checkpoint_store, "CHECKPOINT_DIR", tmp_path / ".checkpoints")
     return tmp_path / ".checkpoints"
 
 
@@ -98,7 +101,7 @@ def test_a_damaged_checkpoint_is_set_aside_with_a_warning_and_never_loaded(
 WRITER = """
 import sys, torch
 from pathlib import Path
-from stages.common import save_torch
+from pipeline.io import save_torch
 target = Path(sys.argv[1])
 for step in range(10**9):
     save_torch(target, {"step": step, "blob": torch.full((2_000_000,), float(step))})
@@ -175,7 +178,7 @@ def test_a_tracking_server_that_dies_mid_run_loses_no_output(
         warnings.simplefilter("always")
         tracker.log_metrics({"train/loss": 0.5}, step=1)
         tracker.log_summary({"test/top1_err": 3.0})
-        common.write_json(metrics, {"test/top1_err": 3.0})  # the stage's DVC output
+        write_json(metrics, {"test/top1_err": 3.0})  # the stage's DVC output
         run.__exit__(None, None, None)
     disabled = [w for w in caught if "tracking disabled" in str(w.message)]
     assert len(disabled) == 1, [str(w.message) for w in caught]

@@ -94,9 +94,10 @@ def test_supernet_equals_oracle(dataset: str, k: int, size: int, edge_norm: bool
         out.square().sum().backward()
         logits.append(out.detach())
     assert _max_rel([logits[1]], [logits[0]]) <= REL
-    assert _max_rel(
-        [p.grad for p in fast.parameters()], [p.grad for p in oracle.parameters()]
-    ) <= GRAD_REL
+    assert (
+        _max_rel([p.grad for p in fast.parameters()], [p.grad for p in oracle.parameters()])
+        <= GRAD_REL
+    )
     assert fast.genotype() == oracle.genotype()
 
 

@@ -329,3 +329,26 @@ def test_stable_since_counts_the_unchanged_tail() -> None:
     assert stable_since([b, b, b]) == 0
     assert stable_since([a]) == 0
     assert stable_since([a, a, b]) == 2
+
+
+def test_random_genotype_is_a_seeded_uniform_draw_from_the_darts_space() -> None:
+    from pcdarts.genotypes import INPUTS_PER_NODE, NODES, random_genotype
+
+    g = random_genotype(3)
+    assert g == random_genotype(3) != random_genotype(4)
+    assert load_genotype("random:3") == g and load_genotype(g.to_dict()) == g
+    for gene in (g.normal, g.reduce):
+        assert len(gene) == NODES * INPUTS_PER_NODE
+        for node in range(NODES):
+            pair = gene[node * INPUTS_PER_NODE : (node + 1) * INPUTS_PER_NODE]
+            inputs = [source for _, source in pair]
+            assert len(set(inputs)) == INPUTS_PER_NODE and max(inputs) < node + 2
+            assert all(op != "none" for op, _ in pair)
+    ops = {op for s in range(50) for op, _ in random_genotype(s).normal}
+    assert ops == {op for op in PRIMITIVES if op != "none"}
+
+
+@pytest.mark.parametrize("spec", ["random:", "random:x", "random:-1"])
+def test_a_bad_random_spec_names_the_expected_form(spec: str) -> None:
+    with pytest.raises(GenotypeError, match="expected random:<seed>"):
+        load_genotype(spec)

@@ -1,4 +1,5 @@
-"""Imports go one way: stages/ -> detection/ -> pcdarts/ (STYLE principle 1).
+"""Imports go one way: stages/ -> pipeline/, reporting/ -> detection/ -> pcdarts/ (STYLE
+principle 1).
 
 ``pcdarts`` imports torch, torchvision, numpy, PIL, tqdm and the standard library only;
 no tracking or pipeline SDK (hydra, mlflow, dvc) and no OpenMMLab package, not even
@@ -100,12 +101,27 @@ def test_importing_library_loads_no_sdk() -> None:
     assert bad == []
 
 
-@pytest.mark.parametrize("folder", ["pcdarts", "stages"])
+@pytest.mark.parametrize("folder", ["pcdarts", "stages", "pipeline", "reporting"])
 def test_only_detection_imports_openmmlab(folder: str) -> None:
     assert violations(ROOT / folder, is_openmmlab) == []
 
 
 def test_imports_point_one_way() -> None:
-    """pcdarts/ imports neither detection/ nor stages/; detection/ does not import stages/."""
-    assert violations(LIBRARY, lambda top: top in {"stages", "detection"}) == []
-    assert violations(ROOT / "detection", lambda top: top == "stages") == []
+    """Each layer imports only the layers below it: stages/ -> pipeline/ and reporting/ ->
+    detection/ -> pcdarts/ (reporting/ writes through pipeline/'s one atomic writer)."""
+    above = {
+        "pcdarts": {"detection", "pipeline", "reporting", "stages"},
+        "detection": {"pipeline", "reporting", "stages"},
+        "pipeline": {"reporting", "stages"},
+        "reporting": {"stages"},
+    }
+    for folder, forbidden in above.items():
+        assert violations(ROOT / folder, lambda top, f=forbidden: top in f) == [], folder
+
+
+def test_stages_holds_only_entry_points() -> None:
+    """stages/ is the DVC entry points (and compose, what `make params` runs): no support code."""
+    names = {p.stem for p in python_files(ROOT / "stages")} - {"__init__"}
+    for name in names:
+        source = (ROOT / "stages" / f"{name}.py").read_text()
+        assert 'if __name__ == "__main__":' in source, f"stages/{name}.py is not an entry point"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stages.tracking import stage_run
+from pipeline.tracking import stage_run
 
 START_TIMEOUT_S = 120  # tables, app import and uvicorn start take ~30 s on a busy 2-core box
 

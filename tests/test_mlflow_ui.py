@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_mlflow_server import mlflow_server  # tests/ is on sys.path (pytest's rootdir import)
 
-from stages.tracking import stage_run
+from pipeline.tracking import stage_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RENDER_BUDGET_MS = 15_000  # virtual time for the app to fetch and draw its runs

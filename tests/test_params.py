@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from pcdarts.errors import UserError
+from pipeline.config import Params, ParamsError, load_params, section, validate
+from pipeline.param_rules import RANGES, cell_channels, leaves
 from stages.compose import compose_params
-from stages.config import Params, ParamsError, load_params, section, validate
-from stages.param_rules import RANGES, cell_channels, leaves
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -44,34 +44,39 @@ def _with(key: str, value: Any) -> dict[str, Any]:
     return _with_raw(copy.deepcopy(RAW), key, value)
 
 
-BAD = [  # (key, value, rule, file the message points to; params.yaml is the tiny profile)
-    ("search.cifar10.loop.lr", -0.1, "must be > 0", "conf/config.yaml"),
+BAD = [  # (key, value, rule, file the message points to: the tiny profile, else the schema)
+    ("search.cifar10.loop.lr", -0.1, "must be > 0", "pipeline/config.py"),
     ("train_cifar10.loop.lr", float("inf"), "must be > 0", "conf/profile/tiny.yaml"),
-    ("train_cifar10.loop.weight_decay", float("nan"), "must be >= 0", "conf/config.yaml"),
+    ("train_cifar10.loop.weight_decay", float("nan"), "must be >= 0", "pipeline/config.py"),
     ("search.imagenet.loop.lr", 0.0, "must be > 0", "conf/profile/tiny.yaml"),
     ("train_cifar10.loop.epochs", 0, "must be >= 1", "conf/profile/tiny.yaml"),
     ("search.cifar10.loop.architect.lr", -1e-3, "must be > 0", "conf/profile/tiny.yaml"),
     ("search.imagenet.batch_size", 0, "must be >= 1", "conf/profile/tiny.yaml"),
-    ("search.cifar10.arch_fraction", 1.0, "must lie in (0, 1)", "conf/config.yaml"),
-    ("search.imagenet.weight_fraction", 1.5, "must lie in (0, 1]", "conf/profile/tiny.yaml"),
-    ("data.embedded.test_fraction", 0.0, "must lie in (0, 1)", "conf/config.yaml"),
-    ("train_imagenet.loop.label_smoothing", 1.0, "must lie in [0, 1)", "conf/config.yaml"),
+    ("prepare.cifar10.arch_fraction", 1.0, "must lie in (0, 1)", "pipeline/config.py"),
+    ("prepare.imagenet.weight_fraction", 1.5, "must lie in (0, 1]", "conf/profile/tiny.yaml"),
+    ("data.embedded.test_fraction", 0.0, "must lie in (0, 1)", "pipeline/config.py"),
+    ("train_imagenet.loop.label_smoothing", 1.0, "must lie in [0, 1)", "pipeline/config.py"),
     ("train_cifar10.loop.drop_path_prob", -0.1, "must lie in [0, 1)", "conf/profile/tiny.yaml"),
-    ("search.cifar10.loop.momentum", 1.2, "must lie in [0, 1)", "conf/config.yaml"),
-    ("search.cifar10.loop.architect.betas", [0.5, 1.0], "every value must lie", "conf/config.yaml"),
-    ("search.imagenet.loop.architect.grad_clip", 0.0, "must be null or > 0", "conf/config.yaml"),
-    ("search.cifar10.loop.lr_schedule", "step", "must be one of 'cosine'", "conf/config.yaml"),
+    ("search.cifar10.loop.momentum", 1.2, "must lie in [0, 1)", "pipeline/config.py"),
+    (
+        "search.cifar10.loop.architect.betas",
+        [0.5, 1.0],
+        "every value must lie",
+        "pipeline/config.py",
+    ),
+    ("search.imagenet.loop.architect.grad_clip", 0.0, "must be null or > 0", "pipeline/config.py"),
+    ("search.cifar10.loop.lr_schedule", "step", "must be one of 'cosine'", "pipeline/config.py"),
     ("search.cifar10.network.layers", 2, "must be >= 3", "conf/profile/tiny.yaml"),
     ("data.num_workers", -1, "must be >= 0", "conf/profile/tiny.yaml"),
     ("data.source", "web", "must be one of 'embedded', 'real'", "conf/profile/tiny.yaml"),
     ("device", "gpu", "must be auto, cpu, cuda or cuda:N", "conf/profile/tiny.yaml"),
-    ("seed", -1, "must lie in [0, 4294967296)", "conf/config.yaml"),
+    ("seed", -1, "must lie in [0, 4294967296)", "pipeline/config.py"),
     ("seeds", [1, -2], "every value must lie in [0, 4294967296)", "conf/profile/tiny.yaml"),
     ("train_imagenet.color_jitter", [0.4, 0.4], "must be [] or 4 values", "conf/profile/tiny.yaml"),
     ("transfer_ssd.val_interval", 0, "must be >= 1", "conf/profile/tiny.yaml"),
-    ("derive.imagenet_classes", 1, "must be >= 2", "conf/config.yaml"),
-    ("dist.nproc_per_node", 0, "must be >= 1", "conf/config.yaml"),
-    ("report.paper.ssd_coco_ap", -28.9, "must be >= 0", "conf/config.yaml"),
+    ("derive.imagenet_classes", 1, "must be >= 2", "pipeline/config.py"),
+    ("dist.nproc_per_node", 0, "must be >= 1", "pipeline/config.py"),
+    ("report.paper.ssd_coco_ap", -28.9, "must be >= 0", "pipeline/config.py"),
 ]
 
 
@@ -95,10 +100,12 @@ INCONSISTENT = [  # (overrides, key named, rule)
     ({"train_imagenet.loop.lr_warmup_epochs": 20}, "train_imagenet.loop.lr_warmup_epochs", "< "),
     ({"search.cifar10.loop.lr_min": 0.2}, "search.cifar10.loop.lr_min", "must be <= "),
     (
-        {"search.imagenet.weight_fraction": 0.8},
-        "search.imagenet.arch_fraction_per_class",
+        {"prepare.imagenet.weight_fraction": 0.8},
+        "prepare.imagenet.arch_fraction_per_class",
         "must be <= 1 (per class)",
     ),
+    ({"seeds": [1, 2]}, "seeds", "must hold seed = 0"),
+    ({"k_values": [2, 3]}, "k_values", "every K must divide the channels"),
     ({"dist.nproc_per_node": 3}, "search.cifar10.batch_size", "divisible by the 3 processes"),
     (
         {"dist.nproc_per_node": 2, "train_cifar10.batch_size": 63},

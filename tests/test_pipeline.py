@@ -60,6 +60,9 @@ SHRINK = [  # tiny profile, smaller still: seconds per stage
         )
     ),
     # train_imagenet keeps the tiny network: the tiny SSD config is built for its channels
+    "seeds=[0,1]",  # one extra seed, two K values, one random cell: every family, small
+    "k_values=[2,4]",
+    "train_cifar10.cells=[searched,'random:0']",
     "train_cifar10.network.C=4",
     "train_cifar10.network.layers=3",
     "train_cifar10.image_size=8",
@@ -158,15 +161,19 @@ def test_second_repro_changes_nothing(pipeline: Pipeline) -> None:
 def test_a_search_param_reruns_its_downstream_and_the_run_cache_restores(
     pipeline: Pipeline,
 ) -> None:
-    before = (pipeline.repo / "outputs/search/cifar10/genotype.json").read_text()
+    before = (pipeline.repo / "outputs/search/cifar10/seed_0/genotype.json").read_text()
     downstream = {
-        "search@cifar10",
-        "search_seed@cifar10-1",  # the same search params, another seed
+        "search@cifar10-0",
+        "search@cifar10-1",  # the same search params, another seed
+        "search_k@2",
+        "search_k@4",
         "derive@cifar10",
-        "train_cifar10",
-        "train_imagenet@cifar10",
+        "train_cifar10@searched",
+        "train_cifar10@random:0",  # a matrix declares one dep list: the searched genotype
+        "train_imagenet@searched",  # the same: both searched genotypes; its model is unchanged
+        "train_imagenet@searched:cifar10",
         "report",
-    }  # not transfer_ssd: it reads the ImageNet-searched cell
+    }  # not transfer_ssd: the ImageNet-searched network it reads is the same bytes
     pipeline.compose(f"{SEARCH_PARAM}=0.05")
     changed = pipeline.run("dvc", "repro")
     assert ran(changed) == downstream, changed
@@ -174,7 +181,7 @@ def test_a_search_param_reruns_its_downstream_and_the_run_cache_restores(
     back = pipeline.run("dvc", "repro")
     assert ran(back) == set(), back
     assert restored(back) == downstream, back
-    assert (pipeline.repo / "outputs/search/cifar10/genotype.json").read_text() == before
+    assert (pipeline.repo / "outputs/search/cifar10/seed_0/genotype.json").read_text() == before
     assert "up to date" in pipeline.run("dvc", "status")
 
 
@@ -182,13 +189,15 @@ def test_torchrun_two_processes_write_once_and_count_both(pipeline: Pipeline) ->
     client = mlflow.MlflowClient(f"sqlite:///{pipeline.repo / 'mlflow.db'}")
     runs_before = len(client.search_runs([_experiment_id(client)]))
     pipeline.compose("dist.nproc_per_node=2")
-    out = pipeline.run("dvc", "repro", "search@cifar10")
-    assert ran(out) == {"search@cifar10"}, out
+    out = pipeline.run("dvc", "repro", "search@cifar10-0")
+    assert ran(out) == {"search@cifar10-0"}, out
     metrics = json.loads((pipeline.repo / "outputs/search/cifar10/metrics.json").read_text())
     assert metrics["cost"]["device_count"] == 2  # device-days count every process
     runs = client.search_runs([_experiment_id(client)], order_by=["attributes.start_time DESC"])
     assert len(runs) == runs_before + 1  # rank 0 only
-    assert runs[0].data.tags["dvc_stage"] == "search@cifar10" and runs[0].info.status == "FINISHED"
+    assert (
+        runs[0].data.tags["dvc_stage"] == "search@cifar10-0" and runs[0].info.status == "FINISHED"
+    )
     # SSD through MMEngine's `pytorch` launcher (this stage alone: -s keeps the upstream).
     out = pipeline.run("dvc", "repro", "-s", "transfer_ssd")
     assert ran(out) == {"transfer_ssd"}, out
@@ -222,7 +231,7 @@ def test_push_then_pull_lets_a_second_clone_skip_every_stage(pipeline: Pipeline)
     assert "up to date" in pipeline.run("dvc", "status", cwd=clone)
     out = pipeline.run("dvc", "repro", cwd=clone)
     assert ran(out) == set() and restored(out) == set(), out
-    assert (clone / "outputs/train_imagenet/imagenet/model.pt").is_file()
+    assert (clone / "outputs/train_imagenet/searched/model.pt").is_file()
 
 
 # A metric every run of the stage logs, to find on the MLflow page.
@@ -232,7 +241,7 @@ STAGE_METRIC = {
     "derive": "model/imagenet/macs_m",
     "train_cifar10": "test/top1_err",
     "train_imagenet": "test/top5_err",
-    "search_seed": "search/alpha_entropy",
+    "search_k": "search/alpha_entropy",
     "transfer_ssd": "coco/bbox_mAP_50",
     "report": "report/cifar10_test_top1_err",
 }
@@ -258,7 +267,8 @@ def test_one_mlflow_run_per_stage_with_params_metrics_tags_artifacts(pipeline: P
         assert run.info.status == "FINISHED", name
         assert STAGE_METRIC[stage] in run.data.metrics, (name, sorted(run.data.metrics))
         assert run.data.params["profile"] == "tiny"
-        assert run.data.params["seed"] == ("1" if stage == "search_seed" else "0")
+        seed = name.split("-")[-1] if name.startswith("search@") else "0"
+        assert run.data.params["seed"] == seed
         assert run.data.tags["git_commit"], name
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         expected = {
@@ -268,15 +278,15 @@ def test_one_mlflow_run_per_stage_with_params_metrics_tags_artifacts(pipeline: P
             # the model is a LoggedModel (MLflow 3), loaded through runs:/<id>/model below
             "train_cifar10": {"metrics.json", "genotype.json"},
             "train_imagenet": {"metrics.json", "genotype.json"},
-            "search_seed": {"genotype.json", "history.json", "metrics.json"},
+            "search_k": {"genotype.json", "history.json", "metrics.json"},
             "transfer_ssd": {"metrics.json"},
             "report": {"report"},
         }[stage]
         assert expected <= artifacts, (name, artifacts)
         if stage != "prepare":  # lineage: the run ids of the runs it consumed
             assert run.data.tags["upstream_run_ids"], name
-    search = runs["search@cifar10"]
-    assert runs["train_cifar10"].data.tags["upstream_run_ids"] == search.info.run_id
+    search = runs["search@cifar10-0"]
+    assert runs["train_cifar10@searched"].data.tags["upstream_run_ids"] == search.info.run_id
     history = client.get_metric_history(search.info.run_id, "train/loss")
     assert [m.step for m in history] == [0, 1]  # per epoch
     previous = mlflow.get_tracking_uri()
@@ -315,11 +325,13 @@ def test_the_report_tables_are_the_stage_metrics_and_figures_are_pngs(pipeline: 
     repo = pipeline.repo
     summary = json.loads((repo / "reports/summary.json").read_text())
     tables = summary["tables"]
-    cifar = json.loads((repo / "outputs/train_cifar10/metrics.json").read_text())
+    cifar = json.loads((repo / "outputs/train_cifar10/searched/metrics.json").read_text())
     assert tables["CIFAR-10"]["CIFAR-10 test error"]["ours"] == cifar["test/top1_err"]
     assert tables["CIFAR-10"]["CIFAR-10 test error"]["paper"] == 2.57
     for cell, title in (("cifar10", "CIFAR-searched"), ("imagenet", "ImageNet-searched")):
-        trained = json.loads((repo / f"outputs/train_imagenet/{cell}/metrics.json").read_text())
+        trained_cell = "searched" if cell == "imagenet" else f"searched:{cell}"
+        metrics = repo / f"outputs/train_imagenet/{trained_cell}/metrics.json"
+        trained = json.loads(metrics.read_text())
         counts = json.loads((repo / f"outputs/derive/{cell}/counts.json").read_text())
         table = tables[f"ImageNet, {title} cell"]
         assert table["top-1 error"]["ours"] == trained["test/top1_err"]

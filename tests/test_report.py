@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-from stages.report import Row, RunInfo, _table_html, _table_md, stable_since
+from pcdarts.genotypes import get_genotype, random_genotype
+from reporting.render import Row, RunInfo, _table_html, _table_md, to_html, to_markdown
+from reporting.statistics import edge_agreement, k_ablation, searched_vs_random, stable_since
 
 
 def _history(changed: list[bool]) -> list[dict[str, object]]:
@@ -40,30 +40,32 @@ def test_missing_values_print_as_a_dash() -> None:
     assert row.cells()[1] == "—"
 
 
-def test_k_ablation_takes_the_newest_run_per_k_of_this_profile(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import stages.report as report
-    from stages.config import Params
+def test_k_ablation_lists_every_k_of_the_family() -> None:
+    def metrics(seconds: float, k: int) -> dict[str, object]:
+        cost = {"wall_seconds": seconds, "peak_memory_mb": 100.0 * k}
+        return {"cost": cost, "arch/top1_err": 10.0}
 
-    def run(k: str, profile: str, seconds: float) -> dict[str, object]:
-        metrics = {"cost/wall_seconds": seconds, "cost/peak_memory_mb": 100.0 * int(k)}
-        return {
-            "run_id": f"{k}{profile}{seconds}".ljust(8, "x"),
-            "params": {"network.k": k, "profile": profile},
-            "metrics": {**metrics, "arch/top1_err": 10.0},
-        }
+    (header, rows), table = k_ablation({4: metrics(1.0, 4), 2: metrics(2.0, 2)})
+    assert [r[0] for r in rows] == ["2", "4"] and len(header) == 4
+    assert table["4"] == {"wall_seconds": 1.0, "peak_memory_mb": 400.0, "arch_err": 10.0}
+    assert to_markdown([("grid", (header, rows))]).count("\n") == 4
+    assert to_html([("grid", (header, rows))]).count("<tr>") == 3
 
-    runs = [
-        run("4", "tiny", 1.0),
-        run("2", "tiny", 2.0),
-        run("4", "tiny", 9.0),
-        run("1", "paper", 5.0),
-    ]
-    monkeypatch.setattr(report, "finished_runs", lambda *a, **k: runs)
-    params = Params(profile="tiny")
-    text, table = report.k_ablation(params)  # type: ignore[misc]
-    assert set(table) == {"2", "4"} and table["4"]["wall_seconds"] == 1.0  # newest first
-    assert text.count("\n") == 3
-    monkeypatch.setattr(report, "finished_runs", lambda *a, **k: runs[:1])
-    assert report.k_ablation(params) is None
+
+def test_edge_agreement_counts_shared_input_op_pairs_per_node() -> None:
+    g = get_genotype("pc_darts_cifar")
+    assert edge_agreement(g, g) == {"normal": 1.0, "reduce": 1.0}
+    normal = list(g.normal)
+    op, source = normal[0]
+    normal[0] = ("max_pool_3x3" if op != "max_pool_3x3" else "avg_pool_3x3", source)  # one op
+    other = type(g)(normal, g.normal_concat, g.reduce, g.reduce_concat)
+    assert edge_agreement(other, g) == {"normal": 7 / 8, "reduce": 1.0}
+    assert 0.0 <= edge_agreement(random_genotype(0), g)["reduce"] <= 1.0
+
+
+def test_searched_vs_random_says_plainly_when_search_does_not_win() -> None:
+    text, _, stats = searched_vs_random("cifar10", 5.0, {"random:0": 3.0, "random:1": 4.0})
+    assert "does NOT beat the random cells" in text and not stats["beats_random"]
+    text, (header, rows), stats = searched_vs_random("cifar10", 1.0, {"a": 3.0, "b": 4.0})
+    assert "beats the random cells" in text and stats["beats_random"]
+    assert rows[-1][0] == "random, mean +- std over 2" and stats["mean"] == 3.5

@@ -26,7 +26,17 @@ from test_mlflow_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_MMDET = importlib.util.find_spec("mmdet") is None
-COPIED = ("pcdarts", "stages", "detection", "conf", "dvc.yaml", "params.yaml")
+COPIED = (
+    "pcdarts",
+    "stages",
+    "pipeline",
+    "reporting",
+    "hydra_plugins",
+    "detection",
+    "conf",
+    "dvc.yaml",
+    "params.yaml",
+)
 DECLARED = sorted({out for stage in STAGES.values() for out in _declared_outs(stage)})
 STAGE_TIMEOUT_S = 300  # one stage of the shrunken tiny profile takes ~30 s on 2 busy cores
 
@@ -141,12 +151,17 @@ def _refused(
 
 SLOW = pytest.mark.slow  # a stage process each, ~5 s: the first cases stay in the fast suite
 BAD = [  # (stage command, key, value, the rule shown)
-    (("stages.search", "cifar10"), "search.cifar10.loop.lr", -0.1, "must be > 0"),
-    (("stages.prepare",), "search.cifar10.arch_fraction", 1.0, "must lie in (0, 1)"),
-    (("stages.search", "imagenet"), "search.imagenet.loop.epochs", 0, "must be >= 1"),
-    (("stages.search", "cifar10"), "search.cifar10.network.k", 3, "must divide the channels"),
-    (("stages.train", "cifar10"), "train_cifar10.loop.lr_warmup_epochs", 10, "must be < "),
-    (("stages.train", "imagenet", "imagenet"), "train_imagenet.batch_size", 63, "divisible"),
+    (("stages.search", "cifar10", "0"), "search.cifar10.loop.lr", -0.1, "must be > 0"),
+    (("stages.prepare",), "prepare.cifar10.arch_fraction", 1.0, "must lie in (0, 1)"),
+    (("stages.search", "imagenet", "0"), "search.imagenet.loop.epochs", 0, "must be >= 1"),
+    (("stages.search", "cifar10", "0"), "search.cifar10.network.k", 3, "must divide the channels"),
+    (
+        ("stages.train", "cifar10", "searched"),
+        "train_cifar10.loop.lr_warmup_epochs",
+        10,
+        "must be < ",
+    ),
+    (("stages.train", "imagenet", "searched"), "train_imagenet.batch_size", 63, "divisible"),
     (("stages.derive", "cifar10"), "derive.imagenet_classes", 1, "must be >= 2"),
     (("stages.report",), "seeds", [-1], "every value must lie in [0, "),
     (("stages.transfer_ssd",), "transfer_ssd.lr", 0.0, "must be > 0"),
@@ -173,7 +188,7 @@ def test_a_bad_param_is_refused_before_compute(
         repo.set_params(dist__nproc_per_node=2)
     repo.set_params(**{key.replace(".", "__"): value})
     try:
-        err = _refused(repo, argv, f"{key} = ", rule, f"or with -S {key}=...", "conf/")
+        err = _refused(repo, argv, f"{key} = ", rule, f"or with -S {key}=...", "change it in ")
     finally:
         (repo.root / "params.yaml").write_text(good)
     assert str(repo.root / "params.yaml") in err
@@ -204,28 +219,37 @@ def test_a_bad_genotype_file_is_refused_naming_it(repo: Repo, content: str, prob
     mine = repo.root / "my_cell.json"
     mine.write_bytes(content.encode("latin-1"))
     good = (repo.root / "params.yaml").read_text()
-    repo.set_params(train_cifar10__genotype="my_cell.json")
     try:
-        _refused(repo, ("stages.train", "cifar10"), f"genotype file {mine}", problem, "Expected")
+        _refused(
+            repo,
+            ("stages.train", "cifar10", "my_cell.json"),
+            f"genotype file {mine}",
+            problem,
+            "Expected",
+        )
     finally:
         (repo.root / "params.yaml").write_text(good)
 
 
 @SLOW
 def test_a_damaged_search_output_and_an_unknown_name_are_refused(repo: Repo) -> None:
-    searched = repo.root / "outputs/search/cifar10/genotype.json"  # holds a sentinel
+    searched = repo.root / "outputs/search/cifar10/seed_0/genotype.json"  # holds a sentinel
     _refused(repo, ("stages.derive", "cifar10"), f"genotype file {searched} is not JSON")
     good = (repo.root / "params.yaml").read_text()
-    repo.set_params(train_cifar10__genotype="pc_darts_mnist")
     try:
-        _refused(repo, ("stages.train", "cifar10"), "'pc_darts_mnist'", "pc_darts_cifar")
+        _refused(
+            repo,
+            ("stages.train", "cifar10", "pc_darts_mnist"),
+            "'pc_darts_mnist'",
+            "pc_darts_cifar",
+        )
     finally:
         (repo.root / "params.yaml").write_text(good)
 
 
 @SLOW
 def test_a_missing_upstream_output_names_the_stage_to_run(repo: Repo) -> None:
-    searched = repo.root / "outputs/search/imagenet/genotype.json"
+    searched = repo.root / "outputs/search/imagenet/seed_0/genotype.json"
     kept = searched.read_bytes()
     searched.unlink()
     try:
@@ -233,7 +257,7 @@ def test_a_missing_upstream_output_names_the_stage_to_run(repo: Repo) -> None:
             repo,
             ("stages.derive", "imagenet"),
             f"{searched} is missing",
-            "dvc repro search@imagenet",
+            "dvc repro search@imagenet-0",
         )
     finally:
         searched.write_bytes(kept)
@@ -241,7 +265,7 @@ def test_a_missing_upstream_output_names_the_stage_to_run(repo: Repo) -> None:
 
 def test_a_dead_tracking_server_stops_the_stage_before_compute(repo: Repo) -> None:
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    for argv in (("stages.search", "cifar10"), ("stages.prepare",)):
+    for argv in (("stages.search", "cifar10", "0"), ("stages.prepare",)):
         _refused(repo, argv, uri, "unreachable", env={"MLFLOW_TRACKING_URI": uri})
 
 
@@ -250,7 +274,7 @@ def test_the_debug_switch_shows_the_traceback(repo: Repo) -> None:
     good = (repo.root / "params.yaml").read_text()
     repo.set_params(search__cifar10__loop__lr=-0.1)
     try:
-        done = repo.run("stages.search", "cifar10", env={"PCDARTS_DEBUG": "1"})
+        done = repo.run("stages.search", "cifar10", "0", env={"PCDARTS_DEBUG": "1"})
     finally:
         (repo.root / "params.yaml").write_text(good)
     assert done.returncode == 1
@@ -259,11 +283,10 @@ def test_the_debug_switch_shows_the_traceback(repo: Repo) -> None:
 
 # --------------------------------------------------------------------------- with real data
 
-TINY_TRAIN = {  # train_cifar10 on a registry cell, smaller still: ~12 s an epoch on one core
+TINY_TRAIN = {  # train_cifar10@random:0 (no search needed), small: ~12 s an epoch on one core
     "data__embedded__imagenet_size": 32,
     "data__embedded__coco_images_train": 8,
     "data__embedded__coco_images_val": 4,
-    "train_cifar10__genotype": "pc_darts_cifar",
     "train_cifar10__network__C": 4,
     "train_cifar10__network__layers": 3,
     "train_cifar10__network__auxiliary": False,
@@ -325,8 +348,8 @@ def test_prepare_refuses_a_corrupt_image_by_name_and_keeps_the_prepared_data(
 
 def _kill_after_first_checkpoint(repo: Repo) -> Path:
     """Start train_cifar10, SIGKILL it once its first epoch is checkpointed; the checkpoint."""
-    folder = repo.root / ".checkpoints/train_cifar10"
-    stage = repo.start("stages.train", "cifar10")
+    folder = repo.root / ".checkpoints/train_cifar10@random:0"
+    stage = repo.start("stages.train", "cifar10", "random:0")
     deadline = time.monotonic() + STAGE_TIMEOUT_S
     while not list(folder.glob("*.pt")):
         assert stage.poll() is None, stage.communicate()
@@ -340,13 +363,17 @@ def _kill_after_first_checkpoint(repo: Repo) -> Path:
 
 @pytest.mark.slow
 def test_a_killed_stage_resumes_and_a_truncated_checkpoint_is_set_aside(prepared: Repo) -> None:
-    outs = [prepared.root / out for out in DECLARED if out.startswith("outputs/train_cifar10/")]
+    outs = [
+        prepared.root / out for out in DECLARED if out.startswith("outputs/train_cifar10/random:0/")
+    ]
     checkpoint = _kill_after_first_checkpoint(prepared)
     assert not any(out.exists() for out in outs), "a killed stage wrote an output"
     assert not list((prepared.root / "outputs").rglob(".*.tmp"))
     good = _truncate(checkpoint)
 
-    done = prepared.run("stages.train", "cifar10")  # the truncated one: set aside, from scratch
+    done = prepared.run(
+        "stages.train", "cifar10", "random:0"
+    )  # the truncated one: set aside, from scratch
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"checkpoint {checkpoint} cannot be loaded" in done.stderr
     assert (checkpoint.parent / f"{checkpoint.name}.corrupt-1").is_file()
@@ -354,9 +381,9 @@ def test_a_killed_stage_resumes_and_a_truncated_checkpoint_is_set_aside(prepared
     assert not checkpoint.exists()  # finished: nothing left to resume
 
     checkpoint.write_bytes(good)  # the intact epoch-1 state, as the killed run left it
-    done = prepared.run("stages.train", "cifar10")
+    done = prepared.run("stages.train", "cifar10", "random:0")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming train_cifar10 after epoch 1" in done.stdout, done.stdout
-    curves = json.loads((prepared.root / "outputs/train_cifar10/curves.json").read_text())
+    assert "resuming train_cifar10@random:0 after epoch 1" in done.stdout, done.stdout
+    curves = json.loads((prepared.root / "outputs/train_cifar10/random:0/curves.json").read_text())
     assert [c["epoch"] for c in curves] == [0, 1]  # the resumed run's history holds both
     assert not list((prepared.root / "outputs").rglob(".*.tmp"))

@@ -1,4 +1,4 @@
-"""stages/tracking.py: a stage run as an MLflow run, on a temporary SQLite store."""
+"""pipeline/tracking.py: a stage run as an MLflow run, on a temporary SQLite store."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from stages.tracking import (
+from pipeline.tracking import (
     MAX_PARAM_CHARS,
     TrackingUnavailableError,
     check_tracking_server,

@@ -1,23 +1,26 @@
 """Typed schemas of ``params.yaml``: a typo or a wrong type fails at load, naming the key.
 
-``params.yaml`` is composed by Hydra from ``conf/`` (``make params``); these dataclasses
-are the contract both sides are checked against. The loop settings reuse the library's
-own frozen config dataclasses, so a field exists in one place only.
+``params.yaml`` is composed by Hydra from ``conf/`` (``make params``) on top of these
+dataclasses, registered in Hydra's ConfigStore as the first entry of conf/config.yaml's
+defaults: every default lives here once (the paper's value, "method §n"), conf/ holds only
+what differs, and the composed tree is checked against the same schema. The loop
+settings reuse the library's own frozen config dataclasses, so a field exists once only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pcdarts.config import SearchConfig, TrainConfig
+from pcdarts.config import ArchitectConfig, SearchConfig, TrainConfig
 from pcdarts.errors import UserError
-from stages.param_rules import Violation, first_violation
+from pipeline.param_rules import Violation, first_violation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "params.yaml"
@@ -40,23 +43,46 @@ class AugmentParams:
     """Training-time augmentation of the search and the final training (method §5-6)."""
 
     hflip: bool = True  # random horizontal flip (method §5-6); off for digits, which it mirrors
-    cifar_crop_padding: int = 4  # CIFAR random crop padding (method §5-6)
+    cifar_crop_padding: int = 4  # CIFAR random crop 32, padding 4 (method §5-6)
     imagenet_crop_scale_min: float = 0.08  # RandomResizedCrop area lower bound (reference)
 
 
 @dataclass
 class DataParams:
-    source: str = "embedded"  # "embedded" (digits, written by `prepare`) or "real"
-    cifar10_root: str = ""  # real: folder holding cifar-10-batches-py/
-    imagenet_root: str = ""  # real: ILSVRC2012 with train/<wnid>/ and val/<wnid>/
-    coco_root: str = ""  # real: COCO 2017 with train2017/, val2017/, annotations/
+    source: str = "real"  # "real" (the datasets below) or "embedded" (digits, written by `prepare`)
+    cifar10_root: str = "data/real/cifar10"  # holds cifar-10-batches-py/
+    imagenet_root: str = "data/real/imagenet"  # ILSVRC2012: train/<wnid>/*.JPEG, val/<wnid>/*.JPEG
+    coco_root: str = "data/real/coco"  # COCO 2017: train2017/, val2017/, annotations/
     download_cifar10: bool = False  # real: let torchvision download CIFAR-10 into cifar10_root
-    num_workers: int = 0  # DataLoader workers per process (and `prepare`'s decoding threads)
+    num_workers: int = 8  # DataLoader workers per process (and `prepare`'s decoding threads)
     # Images per split `prepare` decodes to refuse corrupt files: 0 = every one (ImageNet:
     # ~1.3 M JPEGs at 1/8 scale, minutes per core), N = a seeded sample of N (in the manifest)
     decode_images: int = 0
     embedded: EmbeddedDataParams = field(default_factory=EmbeddedDataParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
+
+
+@dataclass
+class CifarSplit:
+    """The CIFAR-10 search's split of the training set (method §5)."""
+
+    arch_fraction: float = 0.5  # half of train for the arch step, half for the weights
+
+
+@dataclass
+class ImagenetSplit:
+    """The ImageNet search's per-class subsets of the training set (method §5)."""
+
+    weight_fraction: float = 0.1  # 10% per class for the weights
+    arch_fraction_per_class: float = 0.025  # another 2.5% per class for the arch step
+
+
+@dataclass
+class PrepareParams:
+    """What `prepare` writes besides the data: the searches' seeded index splits."""
+
+    cifar10: CifarSplit = field(default_factory=CifarSplit)
+    imagenet: ImagenetSplit = field(default_factory=ImagenetSplit)
 
 
 @dataclass
@@ -69,43 +95,85 @@ class SupernetParams:
 
 @dataclass
 class SearchParams:
+    """One dataset's search; the defaults are the CIFAR-10 column of method §5."""
+
     network: SupernetParams = field(default_factory=SupernetParams)
-    batch_size: int = 256  # method §5: 256 CIFAR-10, 1024 ImageNet (global, over all GPUs)
-    image_size: int = 32  # method §5: 32 CIFAR-10, 224 ImageNet
-    arch_fraction: float = 0.5  # CIFAR-10: half of train for arch (method §5)
-    weight_fraction: float = 0.1  # ImageNet: per-class fraction for weights (method §5)
-    arch_fraction_per_class: float = 0.025  # ImageNet: per-class fraction for arch (method §5)
-    loop: SearchConfig = field(default_factory=SearchConfig)
+    batch_size: int = 256  # method §5 (global, over all processes)
+    image_size: int = 32  # method §5
+    loop: SearchConfig = field(default_factory=SearchConfig)  # pcdarts.config: CIFAR-10's
+
+
+def imagenet_search() -> SearchParams:
+    """The ImageNet column of method §5: K=2, batch 1024 on 8 GPUs, 224x224 crops, 35
+    warm-up epochs, lr 0.5 with 5 epochs of linear warm-up, arch lr 6e-3 clipped at 5."""
+    loop = SearchConfig(
+        warmup_epochs=35,
+        lr=0.5,
+        lr_warmup_epochs=5,
+        architect=ArchitectConfig(lr=6e-3, grad_clip=5.0),
+    )
+    return SearchParams(SupernetParams(k=2), batch_size=1024, image_size=224, loop=loop)
 
 
 @dataclass
 class SearchStages:
     cifar10: SearchParams = field(default_factory=SearchParams)
-    imagenet: SearchParams = field(default_factory=SearchParams)
+    imagenet: SearchParams = field(default_factory=imagenet_search)
 
 
 @dataclass
 class NetworkParams:
-    C: int = 36  # method §6: 36 CIFAR-10, 48 ImageNet
-    layers: int = 20  # method §6: 20 CIFAR-10, 14 ImageNet
+    C: int = 36  # method §6, CIFAR-10 (ImageNet: imagenet_network())
+    layers: int = 20  # method §6, CIFAR-10
     auxiliary: bool = True  # auxiliary head at 2/3 depth, method §6
 
 
-SEARCHED = "searched"  # TrainParams.genotype: the genotype this pipeline's search found
+def imagenet_network() -> NetworkParams:
+    """The ImageNet network of method §6 (mobile setting): C=48, 14 cells."""
+    return NetworkParams(C=48, layers=14)
+
+
+SEARCHED = "searched"  # a cell spec: the genotype this pipeline's search found
 
 
 @dataclass
 class TrainParams:
-    # "searched" (this pipeline's), a registry name (pc_darts_cifar) or a genotype JSON file
-    genotype: str = SEARCHED
+    """One dataset's final training; the defaults are the CIFAR-10 column of method §6."""
+
+    # The cells trained (the stage family train_<dataset>@<cell>): "searched" (the search
+    # of this dataset), "searched:<dataset>" (another dataset's), "random:<seed>" (a cell
+    # drawn uniformly from the DARTS space), a registry name (pc_darts_cifar) or a JSON file
+    cells: list[str] = field(default_factory=lambda: [SEARCHED])
     network: NetworkParams = field(default_factory=NetworkParams)
-    batch_size: int = 96  # method §6: 96 CIFAR-10 (code; paper 128), 1024 ImageNet
-    image_size: int = 32  # method §6: 32 CIFAR-10, 224 ImageNet
+    batch_size: int = 96  # method §6: the code's 96 (the paper says 128)
+    image_size: int = 32  # method §6
     cutout_length: int = 16  # method §6, CIFAR-10 only (0 = off)
-    color_jitter: list[float] = field(
-        default_factory=list
-    )  # ImageNet: (0.4, 0.4, 0.4, 0.2); [] = off
-    loop: TrainConfig = field(default_factory=TrainConfig)
+    color_jitter: list[float] = field(default_factory=list)  # [] = off
+    loop: TrainConfig = field(default_factory=TrainConfig)  # pcdarts.config: CIFAR-10's
+
+
+def imagenet_training() -> TrainParams:
+    """The ImageNet column of method §6 (mobile setting): both searched cells, 250 epochs,
+    batch 1024, lr 0.5 decayed linearly after 5 warm-up epochs, weight decay 3e-5, label
+    smoothing 0.1, colour jitter, no cutout and no drop path."""
+    loop = TrainConfig(
+        epochs=250,
+        lr=0.5,
+        lr_schedule="linear",
+        lr_warmup_epochs=5,
+        weight_decay=3e-5,
+        drop_path_prob=0.0,
+        label_smoothing=0.1,
+    )
+    return TrainParams(
+        cells=[SEARCHED, f"{SEARCHED}:cifar10"],
+        network=imagenet_network(),
+        batch_size=1024,
+        image_size=224,
+        cutout_length=0,
+        color_jitter=[0.4, 0.4, 0.4, 0.2],  # brightness, contrast, saturation, hue (method §6)
+        loop=loop,
+    )
 
 
 @dataclass
@@ -118,7 +186,7 @@ class TransferParams:
     """
 
     config: str = "ssdlite_pcdarts_320_coco"  # detection/configs/<config>.py
-    pretrained: bool = True  # backbone from train_imagenet@imagenet; False: random init
+    pretrained: bool = True  # backbone from train_imagenet@searched; False: random init
     epochs: int = 120  # MMDetection SSDLite 320: 120 epochs over 5x repeated train2017
     batch_size: int = 192  # global: 8 GPUs x 24 (MMDetection SSDLite 320)
     lr: float = 0.015  # SGD, cosine decay, for batch 192 (MMDetection SSDLite 320)
@@ -128,8 +196,10 @@ class TransferParams:
 
 @dataclass
 class DeriveParams:
+    """A searched cell counted at the paper's sizes (method §7)."""
+
     cifar_network: NetworkParams = field(default_factory=NetworkParams)  # counted at 32x32
-    imagenet_network: NetworkParams = field(default_factory=lambda: NetworkParams(C=48, layers=14))
+    imagenet_network: NetworkParams = field(default_factory=imagenet_network)
     mobile_budget_macs_m: float = 600.0  # ImageNet mobile setting: < 600 M mult-adds (method §6)
     cifar_image_size: int = 32  # CIFAR-10 images (method §7 counts at 32x32)
     imagenet_image_size: int = 224  # ImageNet crops (method §7 counts at 224x224)
@@ -189,18 +259,41 @@ class TrackingParams:
 @dataclass
 class Params:
     profile: str = "paper"  # recorded with every output, so a tiny run never looks like a paper one
-    seed: int = 0
-    seeds: list[int] = field(default_factory=list)  # extra CIFAR-10 search seeds (stability)
+    seed: int = 0  # the main seed: the searched cells downstream come from search@<dataset>-<seed>
+    # Every search runs once per seed (the stage family search@<dataset>-<seed>); must hold
+    # `seed`. The others are the stability study: does the genotype survive the seed?
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    # The K ablation (method §2): the CIFAR-10 search at `seed` once per K (search_k@<K>)
+    k_values: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"
     data: DataParams = field(default_factory=DataParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
     search: SearchStages = field(default_factory=SearchStages)
     derive: DeriveParams = field(default_factory=DeriveParams)
     train_cifar10: TrainParams = field(default_factory=TrainParams)
-    train_imagenet: TrainParams = field(default_factory=TrainParams)
+    train_imagenet: TrainParams = field(default_factory=imagenet_training)
     transfer_ssd: TransferParams = field(default_factory=TransferParams)
     report: ReportParams = field(default_factory=ReportParams)
     dist: DistParams = field(default_factory=DistParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
+
+
+SCHEMA_NAME = "params_schema"  # conf/config.yaml's first default
+
+
+def schema() -> Any:
+    """:class:`Params` as an OmegaConf node every field of which can be overridden (the
+    library's frozen loop configs included)."""
+    node = OmegaConf.structured(Params)
+    _writable(node)
+    return node
+
+
+def register_schema() -> None:
+    """Put the schema in Hydra's ConfigStore as ``params_schema``, the base conf/config.yaml
+    composes onto: composition type-checks, and every field takes ``-S key=value``. DVC's
+    composition finds it through hydra_plugins/ (its ``hydra.plugins_path``, the repo root)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=schema())
 
 
 class ParamsError(UserError, ValueError):
@@ -208,12 +301,10 @@ class ParamsError(UserError, ValueError):
 
 
 def validate(raw: dict[str, Any], source: str = "params") -> Params:
-    """Check a plain dict against :class:`Params` (keys, types) and stages/param_rules.py
+    """Check a plain dict against :class:`Params` (keys, types) and pipeline/param_rules.py
     (ranges, consistency); build the typed tree. ParamsError names the first bad key."""
-    schema = OmegaConf.structured(Params)
-    _writable(schema)
     try:
-        merged = OmegaConf.merge(schema, raw)
+        merged = OmegaConf.merge(schema(), raw)
         params = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
@@ -235,11 +326,12 @@ def _message(bad: Violation, profile: str) -> str:
 
 
 def _conf_file(key: str, profile: str) -> str:
-    """The conf/ file that sets ``key`` for ``profile`` (the profile overlay wins)."""
+    """The conf/ file that sets ``key`` for ``profile`` (the profile overlay wins), else the
+    schema, which holds every default."""
     for path in (CONF_DIR / "profile" / f"{profile}.yaml", CONF_DIR / "config.yaml"):
         if path.is_file() and OmegaConf.select(OmegaConf.load(path), key) is not None:
             return str(path.relative_to(REPO_ROOT))
-    return "conf/"
+    return "pipeline/config.py"
 
 
 def _writable(node: Any) -> None:
@@ -267,7 +359,7 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
         ) from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
-    return validate(raw, str(path))
+    return validate(cast(dict[str, Any], raw), str(path))
 
 
 def section(params: Params, dotted: str) -> Any:
@@ -280,3 +372,6 @@ def section(params: Params, dotted: str) -> Any:
             raise ParamsError(f"params.yaml has no section {dotted!r}; known here: {known}")
         node = getattr(node, part)
     return node
+
+
+register_schema()  # importing the schema makes it composable (compose, tests, DVC's plugin)

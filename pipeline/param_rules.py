@@ -1,6 +1,6 @@
 """Ranges and consistency of ``params.yaml``: one table, checked when a stage loads its params.
 
-The schema (stages/config.py) checks keys and types; this checks values. ``RANGES`` maps
+The schema (pipeline/config.py) checks keys and types; this checks values. ``RANGES`` maps
 key patterns (``fnmatch`` over the dotted key, ``*`` spans dots) to the range every
 matching value must lie in; ``CONSISTENCY`` holds the few rules that relate two keys.
 :func:`first_violation` returns the first value outside its rule, so a stage refuses a bad
@@ -95,6 +95,7 @@ COLOR_JITTER = Rule(
 RANGES: tuple[tuple[str, Rule], ...] = (
     ("seed", SEED),
     ("seeds", each(SEED)),
+    ("k_values", each(at_least(1))),
     (
         "device",
         Rule(lambda v: DEVICE.fullmatch(v) is not None, "must be auto, cpu, cuda or cuda:N"),
@@ -112,9 +113,9 @@ RANGES: tuple[tuple[str, Rule], ...] = (
     ("*.k", at_least(1)),
     ("*batch_size", at_least(1)),
     ("*image_size", at_least(1)),
-    ("search.*.arch_fraction", within(0, 1, low_open=True, high_open=True)),  # both halves used
-    ("search.*.weight_fraction", FRACTION),
-    ("search.*.arch_fraction_per_class", FRACTION),
+    ("prepare.*.arch_fraction", within(0, 1, low_open=True, high_open=True)),  # both halves used
+    ("prepare.*.weight_fraction", FRACTION),
+    ("prepare.*.arch_fraction_per_class", FRACTION),
     ("*.epochs", at_least(1)),
     ("*.warmup_epochs", at_least(0)),
     ("*.lr_warmup_epochs", at_least(0)),
@@ -177,10 +178,24 @@ def _search_rules(p: Any) -> Iterator[Violation]:
         if any(c % s.network.k for c in channels):
             says = f"must divide the channels of every cell, {channels} (from {key}.network.C)"
             yield Violation(f"{key}.network.k", s.network.k, says)
-        if s.weight_fraction + s.arch_fraction_per_class > 1:
-            says = f"plus {key}.weight_fraction = {s.weight_fraction} must be <= 1 (per class)"
-            yield Violation(f"{key}.arch_fraction_per_class", s.arch_fraction_per_class, says)
         yield from _divides(f"{key}.batch_size", s.batch_size, world)
+    split = p.prepare.imagenet
+    if split.weight_fraction + split.arch_fraction_per_class > 1:
+        says = f"plus prepare.imagenet.weight_fraction = {split.weight_fraction} must be <= 1"
+        yield Violation(
+            "prepare.imagenet.arch_fraction_per_class",
+            split.arch_fraction_per_class,
+            f"{says} (per class)",
+        )
+    if p.seed not in p.seeds:
+        says = f"must hold seed = {p.seed}: the main search, whose cells are trained"
+        yield Violation("seeds", p.seeds, says)
+    c = p.search.cifar10
+    channels = sorted(set(cell_channels(c.network.C, c.network.layers)))
+    for k in p.k_values:
+        if any(ch % k for ch in channels):
+            says = f"every K must divide the channels of every cell, {channels} (search.cifar10)"
+            yield Violation("k_values", p.k_values, says)
 
 
 def _loop_rules(p: Any) -> Iterator[Violation]:

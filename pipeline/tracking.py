@@ -21,7 +21,6 @@ import logging
 import os
 import platform
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -35,6 +34,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from pcdarts.errors import UserError
+from pipeline.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -281,15 +281,6 @@ def _experiment_id(name: str, uri: str) -> str:
     return found.experiment_id
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 @contextmanager
 def stage_run(
     stage: str,
@@ -348,34 +339,4 @@ def stage_run(
     tracker.close("FINISHED")
     if run_file is not None:
         info = {"run_id": tracker.run_id, "experiment_id": experiment_id, "tracking_uri": uri}
-        _write_json_atomic(Path(run_file), {**info, "tracking_ok": tracker.ok})
-
-
-def finished_runs(
-    repo_root: Path, tracking_uri: str, experiment: str, dvc_stage: str
-) -> list[dict[str, Any]]:
-    """The FINISHED runs of ``dvc_stage`` in the store, newest first, as plain dicts
-    ({"run_id", "start_time", "params", "metrics"}); [] when the store cannot be read."""
-    uri = resolve_tracking_uri(repo_root, tracking_uri)
-    try:
-        client = mlflow.MlflowClient(uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            return []
-        runs = client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.dvc_stage = '{dvc_stage}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-        )
-    except Exception as error:  # the report is still written without the store's runs
-        log.warning("could not read runs of %s from %s: %r", dvc_stage, uri, error)
-        return []
-    return [
-        {
-            "run_id": r.info.run_id,
-            "start_time": r.info.start_time,
-            "params": dict(r.data.params),
-            "metrics": dict(r.data.metrics),
-        }
-        for r in runs
-    ]
+        write_json(Path(run_file), {**info, "tracking_ok": tracker.ok})

@@ -6,19 +6,14 @@ One seeded, per-class split of the 1797 digits into train and test serves all th
 formats: no test digit ever appears in a training set. Every output directory is built in
 a temporary sibling and renamed into place, so an interrupted run leaves no half dataset.
 
-    python -m stages.embedded_data --root data/embedded --seed 0
+    python -m pipeline.embedded_data --root data/embedded --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +22,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from pcdarts.data import CIFAR10_FOLDER, CIFAR10_META, CIFAR10_TEST_BATCH, CIFAR10_TRAIN_BATCHES
+from pipeline.io import atomic_path
 
 CLASS_NAMES: tuple[str, ...] = (
     "zero",
@@ -65,28 +61,6 @@ COCO_FILE_DIGITS = 12  # COCO 2017 file names: 000000000139.jpg
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``target``; on success it replaces ``target``."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
-        if target.exists():
-            # A directory cannot be os.replace'd onto a non-empty one: move the old aside.
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_digits_uint8() -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +158,7 @@ def write_digits_cifar10(
     which torchvision's reader parses; torchvision.datasets.CIFAR10 itself refuses them
     for their md5, so ``pcdarts.data.load_cifar10`` reads them.
     """
-    with atomic_dir(Path(root)) as tmp:
+    with atomic_path(Path(root), directory=True) as tmp:
         summary = _write_cifar10(tmp, seed, test_fraction)
     return {"path": str(root), **summary}
 
@@ -213,7 +187,7 @@ def write_digits_imagenet(
     test_fraction: float = TEST_FRACTION,
 ) -> dict[str, Any]:
     """Write the ILSVRC2012 layout: ``root/{train,val}/<wnid>/*.JPEG``, RGB, image_size px."""
-    with atomic_dir(Path(root)) as tmp:
+    with atomic_path(Path(root), directory=True) as tmp:
         summary = _write_imagenet(tmp, image_size, seed, test_fraction)
     return {"path": str(root), **summary}
 
@@ -359,7 +333,7 @@ def write_digits_coco(
     digits' non-zero pixels. Categories 1..10 are "zero".."nine". Train canvases draw only
     train digits, val canvases only test digits.
     """
-    with atomic_dir(Path(root)) as tmp:
+    with atomic_path(Path(root), directory=True) as tmp:
         summary = _write_coco(
             tmp,
             canvas_size=canvas_size,
@@ -402,7 +376,7 @@ def write_all(
 ) -> dict[str, Any]:
     """Write ``root/cifar10``, ``root/imagenet`` and ``root/coco`` from one split, atomically."""
     root = Path(root)
-    with atomic_dir(root) as tmp:
+    with atomic_path(root, directory=True) as tmp:
         summaries = {
             "cifar10": _write_cifar10(tmp / "cifar10", seed, test_fraction),
             "imagenet": _write_imagenet(tmp / "imagenet", imagenet_size, seed, test_fraction),

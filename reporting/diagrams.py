@@ -1,6 +1,6 @@
 """Cell diagrams in the style of Figure 2 of DARTS / PC-DARTS, drawn with matplotlib only.
 
-    python -m stages.diagrams --genotype pc_darts_cifar --out-dir figures --prefix cifar_
+    python -m reporting.diagrams --genotype pc_darts_cifar --out-dir figures --prefix cifar_
 
 The nodes lie on an ellipse: the cell inputs c_{k-2}, c_{k-1} at the left, the output c_k
 at the right and the intermediate nodes 0..n-1 left to right, alternately above and below.
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from pcdarts.genotypes import Genotype, load_genotype
 from pcdarts.ops import PRIMITIVES
+from pipeline.io import save_png
 
 # Colours of the DARTS reference visualize.py (graphviz names): inputs darkseagreen2,
 # intermediate nodes lightblue, output palegoldenrod.
@@ -306,20 +305,6 @@ def draw_cell(gene: Sequence[tuple[str, int]], concat: Sequence[int], title: str
     return fig
 
 
-def _save_png(fig: Figure, path: Path) -> None:
-    """Write fig as a PNG atomically: a temp file in the same folder, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the PNG is an ordinary artifact
-        with os.fdopen(fd, "wb") as f:
-            # No "Software" (matplotlib version) chunk and no timestamp: reproducible bytes.
-            fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_cell_diagrams(genotype: Genotype, out_dir: Path, prefix: str = "") -> dict[str, Path]:
     """Write ``<prefix>normal.png`` and ``<prefix>reduction.png`` into out_dir.
 
@@ -337,7 +322,7 @@ def save_cell_diagrams(genotype: Genotype, out_dir: Path, prefix: str = "") -> d
         title = f"{name}: {cell} cell" if name else f"{cell.capitalize()} cell"
         fig = draw_cell(gene, concat, title)
         paths[cell] = out_dir / f"{prefix}{cell}.png"
-        _save_png(fig, paths[cell])
+        save_png(fig, paths[cell], DPI)
     return paths
 
 

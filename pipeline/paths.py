@@ -10,7 +10,6 @@ from pathlib import Path
 
 PREPARED = Path("data/prepared")
 MANIFEST = PREPARED / "manifest.json"
-SEED_SEARCHES = Path("outputs/search_seeds")  # the searches over `seeds` (report: stability)
 
 
 def splits(dataset: str) -> Path:
@@ -22,11 +21,7 @@ def prepare_outs() -> dict[str, Path]:
     return {"data": PREPARED, "run": Path("outputs/prepare/mlflow_run.json")}
 
 
-def search_outs(dataset: str, seed: int | None = None) -> dict[str, Path]:
-    """The search of ``dataset``; with ``seed``, one of the extra seeds of the stability study."""
-    d = Path("outputs/search") / dataset
-    if seed is not None:
-        d = SEED_SEARCHES / dataset / f"seed_{seed}"
+def _search_files(d: Path) -> dict[str, Path]:
     return {
         "genotype": d / "genotype.json",
         "history": d / "history.json",
@@ -35,6 +30,16 @@ def search_outs(dataset: str, seed: int | None = None) -> dict[str, Path]:
         "curves": d / "curves.json",
         "run": d / "mlflow_run.json",
     }
+
+
+def search_outs(dataset: str, seed: int | str) -> dict[str, Path]:
+    """``search@<dataset>-<seed>``: the search of ``dataset`` with ``seed``."""
+    return _search_files(Path("outputs/search") / dataset / f"seed_{seed}")
+
+
+def search_k_outs(k: int | str) -> dict[str, Path]:
+    """``search_k@<k>``: the K ablation's CIFAR-10 search with partial-channel K = ``k``."""
+    return _search_files(Path("outputs/search_k") / f"k_{k}")
 
 
 def derive_outs(dataset: str) -> dict[str, Path]:
@@ -47,13 +52,9 @@ def derive_outs(dataset: str) -> dict[str, Path]:
     }
 
 
-def train_outs(dataset: str, cell: str | None = None) -> dict[str, Path]:
-    """``train_cifar10`` (dataset cifar10) or ``train_imagenet@<cell>`` (the searched cell)."""
-    d = (
-        Path("outputs/train_cifar10")
-        if dataset == "cifar10"
-        else Path("outputs/train_imagenet") / (cell or dataset)
-    )
+def train_outs(dataset: str, cell: str) -> dict[str, Path]:
+    """``train_<dataset>@<cell>``: the final network of ``dataset`` built from ``cell``."""
+    d = Path(f"outputs/train_{dataset}") / cell
     return {
         "model": d / "model.pt",
         "metrics": d / "metrics.json",
