@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv repro params test test-fast test-gpu lint bench bench-gpu ui clean
+.PHONY: venv lock repro params test test-fast test-gpu lint bench bench-gpu ui clean
 
 # mmcv (for detection/) is source-only on PyPI: compiled once per machine and user against
 # our torch (~30 min on 2 cores) into a wheel cache outside the checkout, so that a second
@@ -14,16 +14,36 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 TORCH_PIN := $(shell sed -n 's/.*"torch==\([^"]*\)".*/\1/p' pyproject.toml)
 WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pcdarts-repro/wheels/torch-$(TORCH_PIN)
 MMCV_WHEEL := $(WHEEL_CACHE)/mmcv-2.1.0-*.whl
+PIP_VERSION := 26.3
+UV_VERSION := 0.13.9
+LOCK_TOOLS := $(VENV)/lock-tools
 
-$(STAMP): pyproject.toml scripts/build_mmcv_wheel.sh
+# requirements.lock pins every dependency of `.[dev,detection]` with its hashes, mmcv
+# excepted (its wheel is built here, so its hash is this machine's): the venv installs
+# exactly the lock, then the project and mmcv without dependencies, then `pip check`
+# proves that mmcv's own requirements are met by the lock too.
+$(STAMP): pyproject.toml requirements.lock scripts/build_mmcv_wheel.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	ls $(MMCV_WHEEL) >/dev/null 2>&1 || bash scripts/build_mmcv_wheel.sh $(BIN)/python "$(WHEEL_CACHE)"
-	$(BIN)/python -m pip install --quiet --find-links "$(WHEEL_CACHE)" -e '.[dev,detection]'
+	$(BIN)/python -m pip install --quiet --no-deps $(MMCV_WHEEL)
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## Re-solve requirements.lock from pyproject.toml with uv (keeps every pin that still fits;
+## `make lock ARGS=--upgrade` moves all to the newest that fit). Needs PyPI and the mmcv wheel.
+lock:
+	ls $(MMCV_WHEEL) >/dev/null 2>&1 || { echo "no mmcv wheel in $(WHEEL_CACHE): run make venv" >&2; exit 1; }
+	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) \
+		&& $(LOCK_TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION); }
+	$(LOCK_TOOLS)/bin/uv pip compile pyproject.toml --extra dev --extra detection \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+		--find-links "$(WHEEL_CACHE)" --no-emit-package mmcv --custom-compile-command "make lock" \
+		--quiet $(ARGS) -o requirements.lock
 
 ## The whole study on the default (tiny) profile: data, searches, derivation, training.
 repro: $(STAMP)

@@ -38,8 +38,9 @@ def start_processes(p: Params, module: str, argv: list[str]) -> torch.device:
             command += ["--standalone"]
         sys.exit(subprocess.call([*command, "-m", module, *argv]))
     device = init_from_env(p.device)
-    configure_threads()
-    return device if device is not None else resolve_device(p.device)
+    device = device if device is not None else resolve_device(p.device)
+    configure_runtime(device)
+    return device
 
 
 def per_process_batch(global_batch: int, key: str) -> int:
@@ -55,9 +56,26 @@ def finish_processes() -> None:
         torch.distributed.destroy_process_group()
 
 
-def configure_threads() -> None:
-    """Use the cores this process may run on (DVC may start stages under a CPU mask),
-    shared among the processes torchrun started on this machine."""
+# On the CPU the thread count is part of the result: kernels split their sums by thread, so
+# one tiny search step gives three different sets of weights on 1, 2 and 3 threads (measured
+# 2026-12-02). Every CPU run therefore uses this many threads, on any machine. One: every
+# machine has it, and on a shared 2-core machine it was 6-8x faster than two (OpenMP
+# spin-waits), which tiny tensors cannot win back.
+CPU_THREADS = 1
+
+
+def configure_runtime(device: torch.device) -> None:
+    """Threads and deterministic algorithms for a stage on ``device``.
+
+    CPU: :data:`CPU_THREADS` threads, and ``torch.use_deterministic_algorithms(True)``
+    (strict: an op without a deterministic CPU kernel raises rather than varies). CUDA: the
+    cores this process may run on (DVC may start stages under a CPU mask), shared among the
+    processes torchrun started on this machine; its kernels' algorithms are left as they are.
+    """
+    if device.type == "cpu":
+        torch.set_num_threads(CPU_THREADS)
+        torch.use_deterministic_algorithms(True)
+        return
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
