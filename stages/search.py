@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pcdarts import build_supernet
+from pcdarts import create_model
 from pcdarts.data import image_dataset, indices_from_json, make_loader
 from pcdarts.runtime import seed_everything
 from pcdarts.search import Searcher
@@ -74,8 +74,8 @@ def main(dataset: str, seed_arg: str | None = None) -> None:
     weight_loader = make_loader(train_set, weight_idx, seed=seed, **loader_args)
     arch_loader = make_loader(train_set, arch_idx, seed=seed + 1, **loader_args)
     n_classes = len(manifest["datasets"][dataset]["classes"])
-    model = build_supernet(
-        dataset,
+    model = create_model(
+        f"pcdarts_supernet_{dataset}",
         C=sp.network.C,
         layers=sp.network.layers,
         num_classes=n_classes,
