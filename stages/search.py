@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from pcdarts import create_model
-from pcdarts.data import image_dataset, indices_from_json, make_loader
+from pcdarts.data.datasets import image_dataset
+from pcdarts.data.loaders import make_loader
+from pcdarts.data.splits import indices_from_json
 from pcdarts.runtime import seed_everything
 from pcdarts.search import Searcher
 from stages.common import (

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from pcdarts import count_macs, count_params, create_model
-from pcdarts.data import image_dataset, make_loader
+from pcdarts.data.datasets import image_dataset
+from pcdarts.data.loaders import make_loader
 from pcdarts.genotypes import Genotype, load_genotype
 from pcdarts.runtime import seed_everything
 from pcdarts.train import Trainer

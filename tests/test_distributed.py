@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pcdarts import create_model, get_genotype
 from pcdarts.config import ArchitectConfig, SearchConfig, TrainConfig
-from pcdarts.data import EpochSampler, make_loader
+from pcdarts.data.loaders import EpochSampler, make_loader
 from pcdarts.distributed import max_divergence
 from pcdarts.search import Searcher
 from pcdarts.train import Trainer

@@ -20,7 +20,7 @@ import torch
 from test_mlflow_server import mlflow_server
 
 import stages.common as common
-from pcdarts.data import indices_from_json
+from pcdarts.data.splits import indices_from_json
 from pcdarts.errors import MissingInputError, UserError
 from stages.common import Resumable, atomic_path, read_json, run_stage, save_torch
 from stages.tracking import stage_run
