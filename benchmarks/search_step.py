@@ -4,7 +4,7 @@ One iteration = an architecture step on one batch (first order, or the DARTS sec
 unrolled step) and one SGD weight step on another (lr 0.025, momentum 0.9, wd 3e-4, grad
 clip 5), on the CIFAR supernet (C=16, 8 cells, 10 classes, 32x32 inputs by default; the
 ImageNet supernet, its stem of three stride-2 convs, with ``--dataset imagenet``).
-"oracle" is the edge-by-edge forward (``Supernet(fused=False)``, one MixedOp per edge);
+"oracle" is the edge-by-edge forward (``create_model(..., fused=False)``, one MixedOp per edge);
 "fast" is the grouped forward of :mod:`pcdarts.fused` (the library's default). Both build
 the same model from the same seed; only the forward differs.
 
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pcdarts import Architect, ArchitectConfig, Supernet, build_supernet
+from pcdarts import Architect, ArchitectConfig, Supernet, create_model
 from pcdarts.runtime import frozen, resolve_device
 
 # Weight SGD of the benchmark: the CIFAR evaluation values (method §6).
@@ -88,9 +88,9 @@ def measure(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    model = build_supernet(
-        args.dataset, C=args.C, layers=args.layers, num_classes=CLASSES, k=k,
-        fused=variant == "fast",
+    model = create_model(
+        f"pcdarts_supernet_{args.dataset}", C=args.C, layers=args.layers, num_classes=CLASSES,
+        k=k, fused=variant == "fast",
     ).to(device)
     model.train()
     config = ArchitectConfig(second_order=order == "second")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pcdarts import ArchitectConfig, SearchConfig, build_supernet
+from pcdarts import ArchitectConfig, SearchConfig, create_model
 from pcdarts.search import Searcher
 
 CLASSES = 10  # CIFAR-10's classes; the head's size barely matters to the step's cost
@@ -66,8 +66,12 @@ def _sync(device: torch.device) -> None:
 def measure(variant: Variant, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """Seconds per iteration over ``args.steps`` iterations, after ``args.warmup``."""
     torch.manual_seed(0)
-    model = build_supernet(
-        args.dataset, C=args.C, layers=args.layers, num_classes=CLASSES, k=args.k
+    model = create_model(
+        f"pcdarts_supernet_{args.dataset}",
+        C=args.C,
+        layers=args.layers,
+        num_classes=CLASSES,
+        k=args.k,
     )
     config = SearchConfig(
         epochs=2,
@@ -82,10 +86,10 @@ def measure(variant: Variant, args: argparse.Namespace, device: torch.device) ->
     timed = _loader(args.batch * args.steps, args.batch, args.image_size, 2, pin)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    searcher._train_epoch(0, warm, warm)  # cuDNN algorithm picks, allocator warm-up
+    searcher.train_one_epoch(0, warm, warm)  # cuDNN algorithm picks, allocator warm-up
     _sync(device)
     start = time.perf_counter()
-    searcher._train_epoch(1, timed, timed)
+    searcher.train_one_epoch(1, timed, timed)
     _sync(device)
     seconds = (time.perf_counter() - start) / args.steps
     peak = torch.cuda.max_memory_allocated(device) / MB if device.type == "cuda" else float("nan")

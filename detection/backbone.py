@@ -1,7 +1,7 @@
 """The PC-DARTS ImageNet network as an MMDetection backbone (method §7: SSD on MS-COCO).
 
 Registered as ``PCDARTSBackbone`` in MMDetection's ``MODELS``: the final ImageNet network
-of :func:`pcdarts.build_network` without its classifier, returning the outputs of the
+of ``pcdarts.create_model("pcdarts_imagenet")`` without its classifier, returning the outputs of the
 cells named by ``out_indices`` as a tuple of feature maps, the shape the SSD neck takes.
 """
 
@@ -16,29 +16,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from detection.checkpoint import BACKBONE_PREFIX, load_backbone_state
-from pcdarts import build_network, load_genotype
-
-# Channels of the cell outputs relative to C: a cell concatenates its 4 nodes (method §1).
-CELL_MULTIPLIER = 4
-# The ImageNet stem takes images to 1/8 before the first cell (method §5: 224 -> 28).
-STEM_STRIDE = 8
-
-
-def reduction_cells(layers: int) -> tuple[int, int]:
-    """Indices of the two reduction cells, at 1/3 and 2/3 of the depth (method §6)."""
-    return layers // 3, 2 * layers // 3
-
-
-def cell_channels(C: int, layers: int) -> list[int]:  # noqa: N803 - the paper's name
-    """Output channels of every cell: ``4 C``, doubled after each reduction cell."""
-    first, second = reduction_cells(layers)
-    return [CELL_MULTIPLIER * C * 2 ** ((i >= first) + (i >= second)) for i in range(layers)]
-
-
-def cell_strides(layers: int) -> list[int]:
-    """Output stride of every cell relative to the input image: 8, 16 or 32."""
-    first, second = reduction_cells(layers)
-    return [STEM_STRIDE * 2 ** ((i >= first) + (i >= second)) for i in range(layers)]
+from pcdarts import create_model, load_genotype
 
 
 @MODELS.register_module()
@@ -71,8 +49,14 @@ class PCDARTSBackbone(BaseModule):
     ) -> None:
         _check_arguments(C, layers, out_indices, frozen_stages, init_cfg)
         super().__init__(init_cfg=init_cfg)
-        network = build_network(
-            load_genotype(genotype), "imagenet", C=C, layers=layers, auxiliary=False
+        # The classifier is dropped; its 10 classes keep the random stream of earlier runs.
+        network = create_model(
+            "pcdarts_imagenet",
+            genotype=load_genotype(genotype),
+            C=C,
+            layers=layers,
+            num_classes=10,
+            auxiliary=False,
         )
         self.genotype = network.genotype
         self.stem = network.stem
@@ -80,8 +64,10 @@ class PCDARTSBackbone(BaseModule):
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        self.channels = tuple(cell_channels(C, layers)[i] for i in self.out_indices)
-        self.strides = tuple(cell_strides(layers)[i] for i in self.out_indices)
+        # The network's own account of its cells (timm's feature_info): channels and strides.
+        self.feature_info = [network.feature_info[i] for i in self.out_indices]
+        self.channels = tuple(int(info["num_chs"]) for info in self.feature_info)
+        self.strides = tuple(int(info["reduction"]) for info in self.feature_info)
         self._freeze_stages()
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:

@@ -16,9 +16,10 @@ from pcdarts.genotypes import (
     get_genotype,
     load_genotype,
 )
-from pcdarts.network import Network, build_network
+from pcdarts.models import create_model, list_models
+from pcdarts.network import Network, NetworkConfig, NetworkOutput
 from pcdarts.ops import OPS, PRIMITIVES
-from pcdarts.supernet import MixedOp, Supernet, build_supernet, channel_shuffle
+from pcdarts.supernet import MixedOp, Supernet, SupernetConfig, channel_shuffle
 
 __all__ = [
     "GENOTYPES",
@@ -31,17 +32,20 @@ __all__ = [
     "MissingInputError",
     "MixedOp",
     "Network",
+    "NetworkConfig",
+    "NetworkOutput",
     "SearchConfig",
     "Supernet",
+    "SupernetConfig",
     "TrainConfig",
     "UserError",
-    "build_network",
-    "build_supernet",
     "channel_shuffle",
     "count_macs",
     "count_params",
+    "create_model",
     "derive_genotype",
     "edge_weights",
     "get_genotype",
+    "list_models",
     "load_genotype",
 ]

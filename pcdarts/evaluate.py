@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 
 from pcdarts.metrics import Average, topk_errors
 from pcdarts.runtime import autocast, progress, to_device
-
-
-def logits_of(output: Tensor | tuple[Tensor, Tensor | None]) -> Tensor:
-    """Supernets return logits; final networks return (logits, aux_logits)."""
-    return output[0] if isinstance(output, tuple) else output
 
 
 @torch.no_grad()
@@ -35,7 +30,7 @@ def evaluate(
         for batch in progress(loader, desc, len(loader), show_progress):
             x, y = to_device(batch, device, channels_last)
             with autocast(device, bf16):
-                logits = logits_of(model(x)).float()
+                logits = model(x).float()  # (N, classes): every model returns logits
             n = y.shape[0]
             e1, e5 = topk_errors(logits, y)
             loss.update(criterion(logits, y).item(), n)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcdarts.genotypes import Genotype
+from pcdarts.genotypes import Genotype, get_genotype
 from pcdarts.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
-from pcdarts.stems import build_stem, dataset_stem
+from pcdarts.stems import build_stem
 
 AUX_HIDDEN = (128, 768)  # auxiliary head widths (DARTS reference code)
 
@@ -93,63 +94,96 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(x.flatten(1))
 
 
+class NetworkOutput(NamedTuple):
+    """What :meth:`Network.forward_with_aux` returns (a NamedTuple, as torchvision's
+    GoogLeNet outputs, so DDP finds the tensors in it)."""
+
+    logits: Tensor  # (N, classes)
+    aux_logits: Tensor | None  # (N, classes) in training mode with the head, else None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """A final network's shape; defaults are the CIFAR-10 evaluation network (method §6)."""
+
+    genotype: Genotype = field(default_factory=lambda: get_genotype("pc_darts_cifar"))  # §7
+    stem: str = "cifar"  # method §5: "cifar" (3x3 conv to 3C) or "imagenet" (three convs)
+    C: int = 36  # initial channels, method §6: 36 CIFAR-10, 48 ImageNet
+    layers: int = 20  # cells, method §6: 20 CIFAR-10, 14 ImageNet
+    num_classes: int = 10  # method §6: 10 CIFAR-10, 1000 ImageNet
+    auxiliary: bool = True  # auxiliary head at 2/3 of the depth, method §6
+    stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)
+
+
 class Network(nn.Module):
     """The final network: stem, ``layers`` cells (reductions at 1/3 and 2/3), classifier.
 
-    forward returns (logits, aux_logits); aux_logits is None in eval mode or without the
-    auxiliary head. ``drop_path_prob`` is module state and saved in the state dict.
+    ``forward`` returns the logits, as every model here does; the training loop takes the
+    auxiliary head's logits too through :meth:`forward_with_aux`. ``feature_info`` names
+    every cell's output (``num_chs``, ``reduction`` relative to the image, ``module``), as
+    timm's feature extractors do, for detection backbones. ``drop_path_prob`` is module
+    state and saved in the state dict.
     """
 
-    def __init__(
-        self,
-        genotype: Genotype,
-        stem: str = "cifar",
-        channels: int = 36,
-        layers: int = 20,
-        num_classes: int = 10,
-        auxiliary: bool = True,
-        stem_multiplier: int = 3,
-    ) -> None:
+    def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
+        genotype, layers = config.genotype, config.layers
         self.genotype = genotype
         self.drop_path_prob = 0.0
         self._aux_index = 2 * layers // 3
-        self.stem, c_stem, reduction_prev = build_stem(stem, channels, stem_multiplier)
-        c_prev_prev, c_prev, c_curr = c_stem, c_stem, channels
+        self.stem, c_stem, reduction_prev = build_stem(
+            config.stem, config.C, config.stem_multiplier
+        )
+        c_prev_prev, c_prev, c_curr = c_stem, c_stem, config.C
+        stride = self.stem.stride
         self.cells = nn.ModuleList()
+        self.feature_info: list[dict[str, Any]] = []
         c_aux = c_prev
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 c_curr *= 2
+                stride *= 2
             cell = Cell(genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
             self.cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
+            self.feature_info.append(
+                {"num_chs": c_prev, "reduction": stride, "module": f"cells.{i}"}
+            )
             if i == self._aux_index:
                 c_aux = c_prev
         self.auxiliary_head: AuxiliaryHead | None = None
-        if auxiliary:
-            cifar = stem == "cifar"
+        if config.auxiliary:
+            cifar = config.stem == "cifar"
             self.auxiliary_head = AuxiliaryHead(
-                c_aux, num_classes, pool_stride=3 if cifar else 2, second_bn=cifar
+                c_aux, config.num_classes, pool_stride=3 if cifar else 2, second_bn=cifar
             )
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self.classifier = nn.Linear(c_prev, config.num_classes)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """x: (N, 3, H, W) -> logits (N, classes), aux logits (N, classes) or None."""
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, 3, H, W) -> logits (N, classes)."""
+        return self._forward(x, with_aux=False).logits
+
+    def forward_with_aux(self, x: Tensor) -> NetworkOutput:
+        """x: (N, 3, H, W) -> logits and auxiliary logits, each (N, classes); the auxiliary
+        logits are None in eval mode or without the head (method §6: training only)."""
+        return self._forward(x, with_aux=True)
+
+    def _forward(self, x: Tensor, with_aux: bool) -> NetworkOutput:
         logits_aux = None
+        aux_index = self._aux_index if with_aux and self.training else -1
         s0, s1 = self.stem(x)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self._aux_index and self.auxiliary_head is not None and self.training:
+            if i == aux_index and self.auxiliary_head is not None:
                 logits_aux = self.auxiliary_head(s1)
         out = self.global_pooling(s1)
-        return self.classifier(out.flatten(1)), logits_aux
+        return NetworkOutput(self.classifier(out.flatten(1)), logits_aux)
 
     def features(self, x: Tensor) -> list[Tensor]:
-        """The output of every cell, (N, C_i, H_i, W_i), for detection backbones."""
+        """The output of every cell, (N, C_i, H_i, W_i), as ``feature_info`` describes them."""
         outs = []
         s0, s1 = self.stem(x)
         for cell in self.cells:
@@ -165,34 +199,3 @@ class Network(nn.Module):
         if saved != self.genotype:
             raise ValueError(f"state dict is for genotype {saved}, this network is {self.genotype}")
         self.drop_path_prob = float(state["drop_path_prob"])
-
-
-def build_network(
-    genotype: Genotype,
-    dataset: str = "cifar10",
-    C: int = 36,  # noqa: N803 - the paper's name for the initial channel count
-    layers: int = 20,
-    num_classes: int = 10,
-    auxiliary: bool = True,
-) -> Network:
-    """The final network for ``dataset`` ("cifar10" or "imagenet") from ``genotype``."""
-    return Network(
-        genotype,
-        stem=dataset_stem(dataset),
-        channels=C,
-        layers=layers,
-        num_classes=num_classes,
-        auxiliary=auxiliary,
-    )
-
-
-class LogitsOnly(nn.Module):
-    """A final network for inference: ``forward`` returns the logits alone (no aux tuple),
-    the single tensor that serving code and model signatures expect."""
-
-    def __init__(self, network: Network) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.network(x)[0]

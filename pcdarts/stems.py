@@ -11,6 +11,8 @@ from torch import Tensor, nn
 class CifarStem(nn.Sequential):
     """3x3 conv to ``stem_multiplier * C`` channels + BN; s0 = s1 (method §5)."""
 
+    stride = 1  # s1 relative to the image
+
     def __init__(self, c_out: int, affine: bool = True) -> None:
         super().__init__(
             nn.Conv2d(3, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out, affine=affine)
@@ -23,6 +25,8 @@ class CifarStem(nn.Sequential):
 
 class ImageNetStem(nn.Module):
     """Three stride-2 3x3 convs (224 -> 28): s0 after two, s1 after three (method §5)."""
+
+    stride = 8  # s1 relative to the image
 
     def __init__(self, channels: int, affine: bool = True) -> None:
         super().__init__()
@@ -46,7 +50,7 @@ class ImageNetStem(nn.Module):
 
 def build_stem(
     kind: str, channels: int, stem_multiplier: int, affine: bool = True
-) -> tuple[nn.Module, int, bool]:
+) -> tuple[CifarStem | ImageNetStem, int, bool]:
     """Return (stem, its output channels, whether s0 is larger than s1)."""
     if kind == "cifar":
         c_out = stem_multiplier * channels
@@ -54,12 +58,3 @@ def build_stem(
     if kind == "imagenet":
         return ImageNetStem(channels, affine), channels, True
     raise ValueError(f"unknown stem {kind!r}; known: cifar, imagenet")
-
-
-def dataset_stem(dataset: str) -> str:
-    """Which stem a dataset's networks use; unknown datasets fail with the known ones."""
-    stems = {"cifar10": "cifar", "imagenet": "imagenet"}
-    try:
-        return stems[dataset]
-    except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(stems)}") from None

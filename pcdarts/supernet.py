@@ -7,6 +7,7 @@ One implementation for CIFAR and ImageNet; they differ only in the stem (see
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 from pcdarts import fused as fused_cell
 from pcdarts.genotypes import Genotype, derive_genotype, edge_weights
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
-from pcdarts.stems import build_stem, dataset_stem
+from pcdarts.stems import build_stem
 
 ARCH_INIT_SCALE = 1e-3  # alphas and betas start at 1e-3 * N(0, 1) (method §3, reference code)
 
@@ -137,6 +138,21 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.steps :], dim=1)
 
 
+@dataclass(frozen=True)
+class SupernetConfig:
+    """The search network's shape; defaults are the CIFAR-10 supernet (method §5)."""
+
+    stem: str = "cifar"  # method §5: "cifar" (3x3 conv to 3C) or "imagenet" (three convs)
+    C: int = 16  # initial channels, method §5 (both searches)
+    layers: int = 8  # cells, method §5 (both searches)
+    num_classes: int = 10  # 10 CIFAR-10, 1000 ImageNet
+    k: int = 4  # partial-channel K (method §2): 4 CIFAR-10, 2 ImageNet (method §5)
+    edge_norm: bool = True  # method §3; off for the EN ablation
+    steps: int = 4  # intermediate nodes per cell (method §1)
+    stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)
+    fused: bool = True  # the grouped cell forward of pcdarts.fused; False: edge by edge
+
+
 class Supernet(nn.Module):
     """The PC-DARTS search network (method §1-3).
 
@@ -145,23 +161,15 @@ class Supernet(nn.Module):
     :meth:`weight_parameters` partition :meth:`parameters`.
     """
 
-    def __init__(
-        self,
-        stem: str = "cifar",
-        channels: int = 16,
-        layers: int = 8,
-        num_classes: int = 10,
-        k: int = 4,
-        edge_norm: bool = True,
-        steps: int = 4,
-        stem_multiplier: int = 3,
-        fused: bool = True,
-    ) -> None:
+    def __init__(self, config: SupernetConfig) -> None:
         super().__init__()
+        steps, layers, k, fused = config.steps, config.layers, config.k, config.fused
         self.steps = steps
-        self.edge_norm = edge_norm
-        self.stem, c_stem, reduction_prev = build_stem(stem, channels, stem_multiplier, affine=True)
-        c_prev_prev, c_prev, c_curr = c_stem, c_stem, channels
+        self.edge_norm = edge_norm = config.edge_norm
+        self.stem, c_stem, reduction_prev = build_stem(
+            config.stem, config.C, config.stem_multiplier, affine=True
+        )
+        c_prev_prev, c_prev, c_curr = c_stem, c_stem, config.C
         self.cells = nn.ModuleList()
         self._reductions: list[bool] = []
         for i in range(layers):
@@ -175,7 +183,7 @@ class Supernet(nn.Module):
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, steps * c_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self.classifier = nn.Linear(c_prev, config.num_classes)
 
         num_edges = sum(2 + i for i in range(steps))
         num_ops = len(PRIMITIVES)
@@ -222,24 +230,3 @@ class Supernet(nn.Module):
         """The discrete cells the current architecture weights select (method §4)."""
         betas = (self.betas_normal, self.betas_reduce) if self.edge_norm else (None, None)
         return derive_genotype(self.alphas_normal, self.alphas_reduce, *betas)
-
-
-def build_supernet(
-    dataset: str = "cifar10",
-    C: int = 16,  # noqa: N803 - the paper's name for the initial channel count
-    layers: int = 8,
-    num_classes: int = 10,
-    k: int = 4,
-    edge_norm: bool = True,
-    fused: bool = True,
-) -> Supernet:
-    """The search network for ``dataset`` ("cifar10": 3x3 stem; "imagenet": 3 stride-2 convs)."""
-    return Supernet(
-        stem=dataset_stem(dataset),
-        channels=C,
-        layers=layers,
-        num_classes=num_classes,
-        k=k,
-        edge_norm=edge_norm,
-        fused=fused,
-    )

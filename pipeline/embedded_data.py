@@ -21,7 +21,12 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pcdarts.data import CIFAR10_FOLDER, CIFAR10_META, CIFAR10_TEST_BATCH, CIFAR10_TRAIN_BATCHES
+from pcdarts.data.cifar import (
+    CIFAR10_FOLDER,
+    CIFAR10_META,
+    CIFAR10_TEST_BATCH,
+    CIFAR10_TRAIN_BATCHES,
+)
 from pipeline.io import atomic_path
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -156,7 +161,7 @@ def write_digits_cifar10(
 
     Python 3 pickles with str keys (``data``, ``labels``, ``batch_label``, ``filenames``),
     which torchvision's reader parses; torchvision.datasets.CIFAR10 itself refuses them
-    for their md5, so ``pcdarts.data.load_cifar10`` reads them.
+    for their md5, so ``pcdarts.data.cifar.load_cifar10`` reads them.
     """
     with atomic_path(Path(root), directory=True) as tmp:
         summary = _write_cifar10(tmp, seed, test_fraction)

@@ -85,7 +85,7 @@ def tracked(
 
 
 def augment_kwargs(p: Params) -> dict[str, Any]:
-    """``pcdarts.data.image_dataset`` keywords for the configured augmentation."""
+    """``pcdarts.data.datasets.image_dataset`` keywords for the configured augmentation."""
     a = p.data.augment
     return {
         "hflip": a.hflip,

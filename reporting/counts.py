@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pcdarts import build_network, count_macs, count_params
+from pcdarts import count_macs, count_params, create_model
 from pcdarts.genotypes import Genotype
 from pipeline.config import DeriveParams
 
@@ -15,8 +15,13 @@ def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
         ("cifar10", dp.cifar_network, dp.cifar_image_size, dp.cifar_classes),
         ("imagenet", dp.imagenet_network, dp.imagenet_image_size, dp.imagenet_classes),
     ):
-        model = build_network(
-            genotype, name, C=net.C, layers=net.layers, num_classes=classes, auxiliary=net.auxiliary
+        model = create_model(
+            f"pcdarts_{name}",
+            genotype=genotype,
+            C=net.C,
+            layers=net.layers,
+            num_classes=classes,
+            auxiliary=net.auxiliary,
         )
         counts[f"{name}/params_m"] = count_params(model)
         counts[f"{name}/macs_m"] = count_macs(model, size, "paper")

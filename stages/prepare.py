@@ -12,16 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pcdarts.data import (
-    check_cifar10,
-    check_coco,
-    check_imagenet,
-    indices_to_json,
-    load_cifar10,
-    load_imagenet,
-    split_per_class,
-    split_weight_arch,
-)
+from pcdarts.data.cifar import check_cifar10, load_cifar10
+from pcdarts.data.coco import check_coco
+from pcdarts.data.imagenet import check_imagenet, load_imagenet
+from pcdarts.data.splits import indices_to_json, split_per_class, split_weight_arch
 from pipeline.config import REPO_ROOT, Params, load_params
 from pipeline.embedded_data import write_all
 from pipeline.io import atomic_path, write_json

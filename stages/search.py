@@ -15,10 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pcdarts import build_supernet
-from pcdarts.data import image_dataset, indices_from_json, make_loader
+from pcdarts import create_model
+from pcdarts.data.datasets import image_dataset
+from pcdarts.data.loaders import make_loader
+from pcdarts.data.splits import indices_from_json
 from pcdarts.runtime import seed_everything
 from pcdarts.search import Searcher
+from pcdarts.supernet import Supernet
 from pipeline.checkpoints import Resumable
 from pipeline.config import REPO_ROOT, SearchParams, load_params, section
 from pipeline.io import read_json, save_torch, to_jsonable, write_json
@@ -68,8 +71,8 @@ def main(dataset: str, seed_arg: str, k: str | None = None) -> None:
     weight_loader = make_loader(train_set, weight_idx, seed=seed, **loader_args)
     arch_loader = make_loader(train_set, arch_idx, seed=seed + 1, **loader_args)
     n_classes = len(manifest["datasets"][dataset]["classes"])
-    model = build_supernet(
-        dataset,
+    model = create_model(
+        f"pcdarts_supernet_{dataset}",
         C=sp.network.C,
         layers=sp.network.layers,
         num_classes=n_classes,
@@ -87,6 +90,7 @@ def main(dataset: str, seed_arg: str, k: str | None = None) -> None:
         dataset_size=len(weight_idx) + len(arch_idx),
         upstream_run_files=[prepare_outs()["run"]],
     ) as tracker:
+        assert isinstance(model, Supernet)  # the registry's name says so; mypy cannot
         searcher = Searcher(model, sp.loop, device, tracker)
         progress = Resumable(f"search-{dataset}", {"params": sp, "seed": seed, "data": manifest})
         if (state := progress.load()) is not None:

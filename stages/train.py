@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from pcdarts import build_network, count_macs, count_params
-from pcdarts.data import image_dataset, make_loader
+from pcdarts import count_macs, count_params, create_model
+from pcdarts.data.datasets import image_dataset
+from pcdarts.data.loaders import make_loader
 from pcdarts.genotypes import Genotype, load_genotype
-from pcdarts.network import LogitsOnly
+from pcdarts.network import Network
 from pcdarts.runtime import seed_everything
 from pcdarts.train import Trainer
 from pipeline.checkpoints import Resumable
@@ -80,14 +81,15 @@ def main(dataset: str, cell: str) -> None:
     train_loader = make_loader(train_set, None, batch, shuffle=True, **loaders)
     test_loader = make_loader(test_set, None, batch, shuffle=False, **loaders)
     n_classes = len(manifest["datasets"][dataset]["classes"])
-    net_args: dict[str, Any] = {
-        "dataset": dataset,
+    shape = {
         "C": tp.network.C,
         "layers": tp.network.layers,
         "num_classes": n_classes,
         "auxiliary": tp.network.auxiliary,
     }
-    model = build_network(genotype, **net_args)
+    model = create_model(f"pcdarts_{dataset}", genotype=genotype, **shape)
+    assert isinstance(model, Network)  # the registry's name says so; mypy cannot
+    net_args = {"dataset": dataset, **shape}
     size = {
         "model/params_m": count_params(model),
         "model/macs_m": count_macs(model, tp.image_size),
@@ -128,7 +130,7 @@ def main(dataset: str, cell: str) -> None:
         tracker.log_summary({**result.metrics, **size})
         tracker.log_artifact(o["metrics"])
         example = np.zeros((1, 3, tp.image_size, tp.image_size), dtype=np.float32)
-        tracker.log_model(LogitsOnly(trainer.model).cpu().eval(), "model", input_example=example)
+        tracker.log_model(trainer.model.cpu().eval(), "model", input_example=example)
         progress.done()
     finish_processes()
     print(f"{stage}: test top-1 error {result.metrics['test/top1_err']:.2f}%")

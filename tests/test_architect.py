@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcdarts import Architect, ArchitectConfig, Supernet, build_supernet
+from pcdarts import Architect, ArchitectConfig, Supernet, create_model
 
 BATCH, SIZE, CLASSES = 2, 8, 10
 ETA, MOMENTUM, WD = 0.1, 0.9, 3e-4  # weight SGD of the unrolled step
 
 
 def tiny_supernet(edge_norm: bool = True) -> Supernet:
-    return build_supernet("cifar10", C=8, layers=3, num_classes=CLASSES, k=2, edge_norm=edge_norm)
+    return create_model(
+        "pcdarts_supernet_cifar10", C=8, layers=3, num_classes=CLASSES, k=2, edge_norm=edge_norm
+    )
 
 
 def batch(seed: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:

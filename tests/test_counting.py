@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pcdarts import Network, build_network, count_macs, count_params, get_genotype
+from pcdarts import Network, count_macs, count_params, create_model, get_genotype
 
 MAC_RTOL = 0.005  # mult-adds within 0.5% of the reference counter
 
@@ -20,15 +20,17 @@ IMAGENET_CASES = [
 def imagenet_nets() -> dict[str, Network]:
     torch.manual_seed(0)
     return {
-        name: build_network(
-            get_genotype(name), dataset="imagenet", C=48, layers=14, num_classes=1000
+        name: create_model(
+            "pcdarts_imagenet", genotype=get_genotype(name), C=48, layers=14, num_classes=1000
         )
         for name, *_ in IMAGENET_CASES
     }
 
 
 def test_cifar_params_exclude_auxiliary_head() -> None:
-    net = build_network(get_genotype("pc_darts_cifar"), "cifar10", C=36, layers=20, num_classes=10)
+    net = create_model(
+        "pcdarts_cifar10", genotype=get_genotype("pc_darts_cifar"), C=36, layers=20, num_classes=10
+    )
     assert net.auxiliary_head is not None
     aux = sum(p.numel() for p in net.auxiliary_head.parameters())
     assert aux > 0
@@ -53,7 +55,7 @@ def test_imagenet_counts(
 
 @pytest.mark.parametrize("training", [True, False])
 def test_count_macs_restores_mode(training: bool) -> None:
-    net = build_network(get_genotype("pc_darts_cifar"), "cifar10", C=8, layers=5)
+    net = create_model("pcdarts_cifar10", genotype=get_genotype("pc_darts_cifar"), C=8, layers=5)
     net.train(training)
     assert count_macs(net, 16) > 0
     assert net.training is training
@@ -61,11 +63,11 @@ def test_count_macs_restores_mode(training: bool) -> None:
 
 
 def test_count_macs_paper_adds_bn_and_relu() -> None:
-    net = build_network(get_genotype("darts_v2"), "cifar10", C=8, layers=5)
+    net = create_model("pcdarts_cifar10", genotype=get_genotype("darts_v2"), C=8, layers=5)
     assert count_macs(net, (16, 16)) > count_macs(net, 16, convention="conv_linear")
 
 
 def test_count_macs_rejects_unknown_convention() -> None:
-    net = build_network(get_genotype("pc_darts_cifar"), "cifar10", C=8, layers=5)
+    net = create_model("pcdarts_cifar10", genotype=get_genotype("pc_darts_cifar"), C=8, layers=5)
     with pytest.raises(ValueError, match="flops"):
         count_macs(net, 16, convention="flops")

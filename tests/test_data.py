@@ -1,4 +1,4 @@
-"""Unit tests of the data layer (pcdarts/data.py) on tiny hand-made datasets."""
+"""Unit tests of the data layer (pcdarts/data/) on tiny hand-made datasets."""
 
 from __future__ import annotations
 
@@ -12,29 +12,26 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from pcdarts.data import (
+from pcdarts.data.checks import DatasetError
+from pcdarts.data.cifar import (
     CIFAR10_FOLDER,
     CIFAR10_META,
     CIFAR10_TEST_BATCH,
     CIFAR10_TRAIN_BATCHES,
-    CIFAR_MEAN,
-    Cutout,
-    DatasetError,
-    EpochSampler,
     check_cifar10,
-    check_coco,
-    check_imagenet,
-    cifar_transforms,
+    load_cifar10,
+)
+from pcdarts.data.coco import check_coco
+from pcdarts.data.imagenet import check_imagenet, load_imagenet
+from pcdarts.data.loaders import EpochSampler, make_loader
+from pcdarts.data.splits import (
     class_counts,
-    imagenet_transforms,
     indices_from_json,
     indices_to_json,
-    load_cifar10,
-    load_imagenet,
-    make_loader,
     split_per_class,
     split_weight_arch,
 )
+from pcdarts.data.transforms import CIFAR_MEAN, Cutout, cifar_transforms, imagenet_transforms
 
 # --------------------------------------------------------------------------- fixtures
 

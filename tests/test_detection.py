@@ -37,7 +37,7 @@ from mmengine.registry import DATA_SAMPLERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from test_distributed import rank_order  # noqa: E402 - tests/ is on sys.path
 
-from detection.backbone import PCDARTSBackbone, cell_channels, cell_strides  # noqa: E402
+from detection.backbone import PCDARTSBackbone  # noqa: E402
 from detection.checkpoint import (  # noqa: E402
     BACKBONE_PREFIX,
     convert_imagenet_checkpoint,
@@ -55,7 +55,7 @@ from detection.transfer import (  # noqa: E402
     set_aside_broken_resume_point,
     train_and_evaluate,
 )
-from pcdarts import build_network, get_genotype  # noqa: E402
+from pcdarts import create_model, get_genotype  # noqa: E402
 from pcdarts.distributed import unwrap  # noqa: E402
 from pipeline.embedded_data import write_digits_coco  # noqa: E402
 
@@ -73,8 +73,9 @@ def backbone(**kwargs: Any) -> PCDARTSBackbone:
 
 def imagenet_checkpoint(C: int = 8, layers: int = 6) -> dict[str, Any]:  # noqa: N803
     """What stages.train writes for the ImageNet network (with auxiliary head)."""
-    network = {"dataset": "imagenet", "C": C, "layers": layers, "num_classes": 10}
-    net = build_network(get_genotype(GENOTYPE), auxiliary=True, **network)
+    shape = {"C": C, "layers": layers, "num_classes": 10}
+    net = create_model("pcdarts_imagenet", genotype=get_genotype(GENOTYPE), auxiliary=True, **shape)
+    network = {"dataset": "imagenet", **shape}
     for p in net.parameters():  # not the default init: a real load must change the backbone
         nn.init.normal_(p)
     return {
@@ -169,8 +170,11 @@ def test_conversion_refuses_the_cifar_network() -> None:
 def test_configs_backbone_fits_the_ssd_neck_and_anchors(name: str) -> None:
     model = Config.fromfile(str(config_file(name))).model
     b, neck, head = model.backbone, model.neck, model.bbox_head
-    channels = [cell_channels(b.C, b.layers)[i] for i in b.out_indices]
-    strides = [cell_strides(b.layers)[i] for i in b.out_indices]
+    cells = create_model(
+        "pcdarts_imagenet", genotype=get_genotype(b.genotype), C=b.C, layers=b.layers
+    ).feature_info
+    channels = [cells[i]["num_chs"] for i in b.out_indices]
+    strides = [cells[i]["reduction"] for i in b.out_indices]
     assert tuple(neck.in_channels) == tuple(channels)
     assert tuple(neck.out_channels[: len(channels)]) == tuple(channels)
     assert tuple(head.in_channels) == tuple(neck.out_channels)

@@ -52,13 +52,13 @@ def test_cuda_keeps_the_cores_and_its_algorithms(monkeypatch: pytest.MonkeyPatch
 def test_a_search_step_has_deterministic_cpu_kernels() -> None:
     """Strict mode raises on an op without a deterministic CPU kernel: the supernet (fused
     cell included) has none, and two steps give the same bits."""
-    from pcdarts import build_supernet
+    from pcdarts import create_model
 
     configure_runtime(torch.device("cpu"))
 
     def grads() -> torch.Tensor:
         torch.manual_seed(0)
-        net = build_supernet("cifar10", C=8, layers=5, num_classes=10, k=4)
+        net = create_model("pcdarts_supernet_cifar10", C=8, layers=5, num_classes=10, k=4)
         g = torch.Generator().manual_seed(1)
         x, y = torch.randn(16, 3, 16, 16, generator=g), torch.randint(0, 10, (16,), generator=g)
         torch.nn.functional.cross_entropy(net(x), y).backward()

@@ -24,9 +24,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from pcdarts import build_network, build_supernet, get_genotype
+from pcdarts import create_model, get_genotype
 from pcdarts.config import ArchitectConfig, SearchConfig, TrainConfig
-from pcdarts.data import EpochSampler, make_loader
+from pcdarts.data.loaders import EpochSampler, make_loader
 from pcdarts.distributed import max_divergence
 from pcdarts.search import Searcher
 from pcdarts.train import Trainer
@@ -106,7 +106,7 @@ def _loader(data: TensorDataset, world: int, seed: int, ghost: int) -> DataLoade
 
 def _search(world: int, ghost: int = 1) -> tuple[Searcher, list[float]]:
     torch.manual_seed(0)
-    model = build_supernet("cifar10", C=4, layers=3, num_classes=10, k=2)
+    model = create_model("pcdarts_supernet_cifar10", C=4, layers=3, num_classes=10, k=2)
     if ghost > 1:
         _ghost_batches(model, ghost)
     config = SearchConfig(
@@ -123,7 +123,9 @@ def _search(world: int, ghost: int = 1) -> tuple[Searcher, list[float]]:
 
 def _train(world: int, ghost: int = 1) -> tuple[Trainer, list[float]]:
     torch.manual_seed(0)
-    model = build_network(get_genotype("pc_darts_cifar"), "cifar10", C=4, layers=3, auxiliary=False)
+    model = create_model(
+        "pcdarts_cifar10", genotype=get_genotype("pc_darts_cifar"), C=4, layers=3, auxiliary=False
+    )
     if ghost > 1:
         _ghost_batches(model, ghost)
     config = TrainConfig(epochs=2, lr=0.05, drop_path_prob=0.0, eval_every=99)
@@ -191,7 +193,9 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(
 ) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    start = build_supernet("cifar10", C=4, layers=3, num_classes=10, k=2).arch_parameters()
+    start = create_model(
+        "pcdarts_supernet_cifar10", C=4, layers=3, num_classes=10, k=2
+    ).arch_parameters()
     single, _ = _search(1)
     pairs = zip(ranks[0]["arch"], single.model.arch_parameters(), start, strict=True)
     for got, want, initial in pairs:

@@ -11,15 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pcdarts.data import (
-    CIFAR10_FOLDER,
-    DatasetError,
-    check_cifar10,
-    check_coco,
-    check_imagenet,
-    load_cifar10,
-    load_imagenet,
-)
+from pcdarts.data.checks import DatasetError
+from pcdarts.data.cifar import CIFAR10_FOLDER, check_cifar10, load_cifar10
+from pcdarts.data.coco import check_coco
+from pcdarts.data.imagenet import check_imagenet, load_imagenet
 from pipeline.embedded_data import (
     CLASS_NAMES,
     WNIDS,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pcdarts import ArchitectConfig, build_network, build_supernet, get_genotype
+from pcdarts import ArchitectConfig, create_model, get_genotype
 from pcdarts.metrics import topk_errors
 from pcdarts.runtime import NonFiniteLossError
 from pcdarts.search import SearchConfig, Searcher
@@ -30,7 +30,7 @@ def _loader(n: int, seed: int, size: int = 8, classes: int = 4, batch: int = 4) 
 
 
 def _supernet() -> Any:
-    return build_supernet("cifar10", C=4, layers=3, num_classes=4, k=2)
+    return create_model("pcdarts_supernet_cifar10", C=4, layers=3, num_classes=4, k=2)
 
 
 def _roundtrip(state: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +147,9 @@ def test_training_resume_is_exact_and_tracks() -> None:
 
     def fresh(seed: int) -> Trainer:
         torch.manual_seed(seed)
-        net = build_network(genotype, "cifar10", C=4, layers=3, num_classes=4, auxiliary=True)
+        net = create_model(
+            "pcdarts_cifar10", genotype=genotype, C=4, layers=3, num_classes=4, auxiliary=True
+        )
         return Trainer(net, TINY_TRAIN, CPU, MemoryTracker(), show_progress=False)
 
     torch.manual_seed(7)

@@ -21,7 +21,7 @@ from test_mlflow_server import mlflow_server
 
 import pipeline.checkpoints as checkpoint_store
 import pipeline.stage as common
-from pcdarts.data import indices_from_json
+from pcdarts.data.splits import indices_from_json
 from pcdarts.errors import MissingInputError, UserError
 from pipeline.checkpoints import Resumable
 from pipeline.io import atomic_path, read_json, save_torch, write_json

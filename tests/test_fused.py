@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from pcdarts import Architect, ArchitectConfig, build_supernet
+from pcdarts import Architect, ArchitectConfig, create_model
 from pcdarts.fused import fusable, input_groups
 from pcdarts.supernet import SearchCell
 
@@ -85,7 +85,9 @@ def test_cell_equals_oracle(k: int, reduction: bool, train: bool) -> None:
 @pytest.mark.parametrize("edge_norm", [True, False], ids=["EN", "noEN"])
 @pytest.mark.parametrize(("dataset", "k", "size"), [("cifar10", 4, 16), ("imagenet", 2, 32)])
 def test_supernet_equals_oracle(dataset: str, k: int, size: int, edge_norm: bool) -> None:
-    net = build_supernet(dataset, C=8, layers=5, num_classes=10, k=k, edge_norm=edge_norm)
+    net = create_model(
+        f"pcdarts_supernet_{dataset}", C=8, layers=5, num_classes=10, k=k, edge_norm=edge_norm
+    )
     oracle, fast = _pair(net)
     x = torch.randn(4, 3, size, size)
     logits = []
@@ -103,7 +105,7 @@ def test_supernet_equals_oracle(dataset: str, k: int, size: int, edge_norm: bool
 
 @pytest.mark.parametrize("second_order", [False, True], ids=["first", "second"])
 def test_arch_step_equals_oracle(second_order: bool) -> None:
-    net = build_supernet("cifar10", C=8, layers=3, num_classes=10, k=4)
+    net = create_model("pcdarts_supernet_cifar10", C=8, layers=3, num_classes=10, k=4)
     pair = _pair(net)
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
     xt, yt = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pcdarts import ArchitectConfig, Supernet, build_network, build_supernet, get_genotype
+from pcdarts import ArchitectConfig, Supernet, create_model, get_genotype
 from pcdarts.search import SearchConfig, Searcher
 from pcdarts.train import TrainConfig, Trainer
 
@@ -37,7 +37,7 @@ def _loader(n: int, seed: int, size: int = 16, classes: int = 4) -> DataLoader:
 
 
 def _supernet() -> Supernet:
-    return build_supernet("cifar10", C=8, layers=3, num_classes=4, k=2)
+    return create_model("pcdarts_supernet_cifar10", C=8, layers=3, num_classes=4, k=2)
 
 
 def _search(bf16: bool, channels_last: bool) -> Searcher:
@@ -72,8 +72,13 @@ def test_search_on_cuda_with_bf16_and_channels_last(bf16: bool, channels_last: b
 
 def test_training_on_cuda_with_bf16_and_channels_last() -> None:
     torch.manual_seed(0)
-    model = build_network(
-        get_genotype("pc_darts_cifar"), "cifar10", C=8, layers=3, num_classes=4, auxiliary=False
+    model = create_model(
+        "pcdarts_cifar10",
+        genotype=get_genotype("pc_darts_cifar"),
+        C=8,
+        layers=3,
+        num_classes=4,
+        auxiliary=False,
     )
     config = replace(TRAIN, bf16=True, channels_last=True)
     trainer = Trainer(model, config, torch.device("cuda"), show_progress=False)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from pcdarts import MixedOp, build_supernet, channel_shuffle, derive_genotype, edge_weights
+from pcdarts import MixedOp, channel_shuffle, create_model, derive_genotype, edge_weights
 from pcdarts.genotypes import Genotype
 from pcdarts.ops import PRIMITIVES
 
@@ -81,7 +81,9 @@ def test_mixed_op_equals_reference(reference: dict[str, Any]) -> None:
 
 def test_supernet_equals_reference(reference: dict[str, Any]) -> None:
     (case,) = reference["supernet_cases"]
-    net = build_supernet("cifar10", C=case["C"], layers=case["layers"], num_classes=10, k=case["K"])
+    net = create_model(
+        "pcdarts_supernet_cifar10", C=case["C"], layers=case["layers"], num_classes=10, k=case["K"]
+    )
     arch_names = {"alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"}
     net.load_state_dict(
         {**_map_by_structure(net.state_dict(), case["state_dict"], arch_names), **case["arch"]}
