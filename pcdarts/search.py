@@ -9,6 +9,7 @@ loop produces leaves through a :class:`~pcdarts.tracking.Tracker` and the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from pcdarts.architect import Architect
 from pcdarts.config import SearchConfig
 from pcdarts.distributed import is_distributed, wrap_ddp
 from pcdarts.engine import Checkpoint, EpochLoop, set_epoch, train_one_epoch
-from pcdarts.genotypes import Genotype, edge_weights
+from pcdarts.genotypes import PRIMITIVES, Genotype, edge_weights, stable_since
 from pcdarts.metrics import Average, alpha_entropy
 from pcdarts.runtime import Cost, autocast, check_finite, frozen, memory_format, to_device
 from pcdarts.supernet import Supernet
@@ -113,7 +114,14 @@ class Searcher(EpochLoop):
                 / 2,
                 "search/alpha_entropy_normal": record["alpha_entropy_normal"],
                 "search/alpha_entropy_reduce": record["alpha_entropy_reduce"],
+                # 1 = uniform alphas, 0 = one op per edge
+                "search/alpha_entropy_normalised": (
+                    record["alpha_entropy_normal"] + record["alpha_entropy_reduce"]
+                )
+                / (2 * math.log(len(PRIMITIVES))),
                 "search/genotype_changed": float(changed),
+                "search/derivation_margin": record["derivation_margin"],
+                "search/stable_since_epoch": float(record["stable_since_epoch"]),
             }
         )
         record["metrics"] = dict(metrics)
@@ -182,11 +190,19 @@ class Searcher(EpochLoop):
             "alphas_reduce": torch.softmax(m.alphas_reduce.float(), -1).cpu().tolist(),
             "alpha_entropy_normal": alpha_entropy(m.alphas_normal),
             "alpha_entropy_reduce": alpha_entropy(m.alphas_reduce),
+            "derivation_margin": m.derivation_margin(),
+            "stable_since_epoch": self._stable_since(epoch, genotype),
         }
         if m.edge_norm:
             record["betas_normal"] = edge_weights(m.betas_normal.float()).cpu().tolist()
             record["betas_reduce"] = edge_weights(m.betas_reduce.float()).cpu().tolist()
         return record
+
+    def _stable_since(self, epoch: int, genotype: Genotype) -> int:
+        """The first epoch from which the derived genotype has been ``genotype``."""
+        past = [(h["epoch"], Genotype.from_dict(h["genotype"])) for h in self.history]
+        epochs = [e for e, _ in past] + [epoch]
+        return epochs[stable_since([g for _, g in past] + [genotype])]
 
 
 _PASS_STRIDE = 1000  # sampler epochs reserved per search epoch for passes over the arch split

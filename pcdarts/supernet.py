@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcdarts import fused as fused_cell
-from pcdarts.genotypes import Genotype, derive_genotype, edge_weights
+from pcdarts.genotypes import Genotype, derivation_margin, derive_genotype, edge_weights
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
 from pcdarts.stems import build_stem
 
@@ -228,5 +228,12 @@ class Supernet(nn.Module):
     @torch.no_grad()
     def genotype(self) -> Genotype:
         """The discrete cells the current architecture weights select (method §4)."""
-        betas = (self.betas_normal, self.betas_reduce) if self.edge_norm else (None, None)
-        return derive_genotype(self.alphas_normal, self.alphas_reduce, *betas)
+        return derive_genotype(self.alphas_normal, self.alphas_reduce, *self._betas())
+
+    def derivation_margin(self) -> float:
+        """How clearly :meth:`genotype` decides: the smallest lead of one of its choices over
+        the runner-up (:func:`~pcdarts.genotypes.derivation_margin`)."""
+        return derivation_margin(self.alphas_normal, self.alphas_reduce, *self._betas())
+
+    def _betas(self) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        return (self.betas_normal, self.betas_reduce) if self.edge_norm else (None, None)

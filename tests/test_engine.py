@@ -66,6 +66,9 @@ def test_warmup_gating_and_metrics() -> None:
         "arch/top1_err",
         "search/alpha_entropy",
         "search/genotype_changed",
+        "search/alpha_entropy_normalised",
+        "search/derivation_margin",
+        "search/stable_since_epoch",
         "lr",
         "arch/step_loss",
     ):
@@ -75,6 +78,12 @@ def test_warmup_gating_and_metrics() -> None:
     record = result.history[-1]
     assert len(record["alphas_normal"]) == 14 and len(record["betas_normal"]) == 14
     assert result.genotype.to_dict() == record["genotype"]
+    # the decision metrics: the model's own margin, and the epoch the genotype last changed
+    assert record["derivation_margin"] == pytest.approx(model.derivation_margin())
+    last = result.history[-1]["metrics"]
+    changed = [h["epoch"] for h in result.history if h["genotype_changed"]]
+    assert last["search/stable_since_epoch"] == (changed[-1] if changed else 0)
+    assert 0 < last["search/alpha_entropy_normalised"] < 1
     assert result.cost.device_type == "cpu" and "cost/device_days" in result.metrics
 
 
