@@ -13,18 +13,6 @@ from pcdarts.genotypes import INPUTS_PER_NODE, Genotype
 from reporting.render import _fmt
 
 
-def stable_since(history: list[dict[str, Any]]) -> int | None:
-    """The first epoch from which the genotype never changed again (None: it changed last)."""
-    if not history or history[-1]["genotype_changed"]:
-        return None
-    since = history[-1]["epoch"]
-    for entry in reversed(history):
-        if entry["genotype_changed"]:
-            break
-        since = entry["epoch"]
-    return int(since)
-
-
 def edge_agreement(genotype: Genotype, reference: Genotype) -> dict[str, float]:
     """Per cell type, the fraction of ``reference``'s selected (input, op) edges that
     ``genotype`` selects at the same node (8 edges per cell in the DARTS space)."""
@@ -47,6 +35,9 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
 
 
 STABILITY_COLUMNS = {  # summary key: column header
+    "search/derivation_margin": "smallest derivation margin",
+    "search/stable_since_epoch": "genotype unchanged since epoch",
+    "search/alpha_entropy_normalised": "alpha entropy / uniform",
     "arch/top1_err": "arch-split top-1 error (%)",
     "cifar10/params_m": "params, C=36 20 cells (M)",
     "imagenet/macs_m": "mult-adds 224 (M)",

@@ -1,21 +1,10 @@
-"""The report's pieces: when a genotype settled, and tables that never pass a tiny run off."""
+"""The report's pieces: whether a search settled, and tables that never pass a tiny run off."""
 
 from __future__ import annotations
 
 from pcdarts.genotypes import get_genotype, random_genotype
 from reporting.render import Row, RunInfo, _table_html, _table_md, to_html, to_markdown
-from reporting.statistics import edge_agreement, k_ablation, searched_vs_random, stable_since
-
-
-def _history(changed: list[bool]) -> list[dict[str, object]]:
-    return [{"epoch": e, "genotype_changed": c} for e, c in enumerate(changed)]
-
-
-def test_stable_since_is_the_epoch_after_the_last_change() -> None:
-    assert stable_since(_history([True, True, False, False])) == 2
-    assert stable_since(_history([True, False, True, False])) == 3
-    assert stable_since(_history([True, False, False, True])) is None
-    assert stable_since([]) is None
+from reporting.statistics import edge_agreement, k_ablation, searched_vs_random
 
 
 def test_difference_only_for_comparable_runs() -> None:
@@ -69,3 +58,13 @@ def test_searched_vs_random_says_plainly_when_search_does_not_win() -> None:
     text, (header, rows), stats = searched_vs_random("cifar10", 1.0, {"a": 3.0, "b": 4.0})
     assert "beats the random cells" in text and stats["beats_random"]
     assert rows[-1][0] == "random, mean +- std over 2" and stats["mean"] == 3.5
+
+
+def test_decision_text_says_plainly_whether_the_search_settled() -> None:
+    from reporting.results import _decision_text
+
+    d = {"epochs": 20, "derivation_margin": 0.031, "alpha_entropy_normalised": 0.7}
+    settled = _decision_text("cifar10", {**d, "stable_since_epoch": 15, "stable_epochs": 5})
+    assert "it decided" in settled and "from epoch 15 on (5 of 20" in settled
+    moving = _decision_text("cifar10", {**d, "stable_since_epoch": 16, "stable_epochs": 4 - 1})
+    assert "did not settle" in moving and "0.0310" in moving
