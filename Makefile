@@ -49,6 +49,11 @@ lock:
 repro: $(STAMP)
 	dvc repro
 
+## Compare this workspace's results with the golden tiny run, expected/tiny.json (tolerances
+## in the file); fails with a line per value outside them.
+check-repro: $(STAMP)
+	python -m pipeline.golden check
+
 ## Compose params.yaml from conf/: `make params` (tiny), `make params ARGS="profile=paper"`.
 params: $(STAMP)
 	python -m stages.compose $(ARGS)

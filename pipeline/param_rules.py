@@ -192,6 +192,9 @@ def _search_rules(p: Any) -> Iterator[Violation]:
         yield Violation("seeds", p.seeds, says)
     c = p.search.cifar10
     channels = sorted(set(cell_channels(c.network.C, c.network.layers)))
+    if c.network.k in p.k_values:
+        says = f"must not hold search.cifar10.network.k = {c.network.k}: the main search is its row"
+        yield Violation("k_values", p.k_values, says)
     for k in p.k_values:
         if any(ch % k for ch in channels):
             says = f"every K must divide the channels of every cell, {channels} (search.cifar10)"

@@ -94,7 +94,7 @@ def test_a_value_out_of_range_names_key_value_rule_and_where(
 
 
 INCONSISTENT = [  # (overrides, key named, rule)
-    ({"search.cifar10.loop.warmup_epochs": 8}, "search.cifar10.loop.warmup_epochs", "must be < "),
+    ({"search.cifar10.loop.warmup_epochs": 10}, "search.cifar10.loop.warmup_epochs", "must be < "),
     ({"search.imagenet.network.k": 3}, "search.imagenet.network.k", "must divide the channels"),
     ({"search.cifar10.network.C": 6}, "search.cifar10.network.k", "[6, 12, 24]"),
     ({"train_imagenet.loop.lr_warmup_epochs": 20}, "train_imagenet.loop.lr_warmup_epochs", "< "),
@@ -106,6 +106,7 @@ INCONSISTENT = [  # (overrides, key named, rule)
     ),
     ({"seeds": [1, 2]}, "seeds", "must hold seed = 0"),
     ({"k_values": [2, 3]}, "k_values", "every K must divide the channels"),
+    ({"k_values": [2, 4]}, "k_values", "must not hold search.cifar10.network.k = 4"),
     ({"dist.nproc_per_node": 3}, "search.cifar10.batch_size", "divisible by the 3 processes"),
     (
         {"dist.nproc_per_node": 2, "train_cifar10.batch_size": 63},
