@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv lock repro params test test-fast test-gpu lint bench bench-gpu ui clean
+.PHONY: venv lock repro check-repro params test test-fast test-gpu lint bench bench-gpu ui clean
 
 # mmcv (for detection/) is source-only on PyPI: compiled once per machine and user against
 # our torch (~30 min on 2 cores) into a wheel cache outside the checkout, so that a second
