@@ -65,8 +65,9 @@ test-fast: $(STAMP)
 	python -m pytest -m "not slow"
 
 lint: $(STAMP)
-	ruff check pcdarts detection stages tests benchmarks
+	ruff check pcdarts detection stages pipeline reporting hydra_plugins tests benchmarks scripts
 	mypy
+	mypy benchmarks scripts hydra_plugins
 
 bench: $(STAMP)
 	python benchmarks/search_step.py

@@ -92,6 +92,7 @@ def measure(args: argparse.Namespace, variant: str, k: int, order: str) -> dict[
         f"pcdarts_supernet_{args.dataset}", C=args.C, layers=args.layers, num_classes=CLASSES,
         k=k, fused=variant == "fast",
     ).to(device)
+    assert isinstance(model, Supernet)  # the registry's name says so; mypy cannot
     model.train()
     config = ArchitectConfig(second_order=order == "second")
     architect = Architect(model, nn.functional.cross_entropy, config)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pcdarts import ArchitectConfig, SearchConfig, create_model
+from pcdarts import ArchitectConfig, SearchConfig, Supernet, create_model
 from pcdarts.search import Searcher
 
 CLASSES = 10  # CIFAR-10's classes; the head's size barely matters to the step's cost
@@ -73,6 +73,7 @@ def measure(variant: Variant, args: argparse.Namespace, device: torch.device) ->
         num_classes=CLASSES,
         k=args.k,
     )
+    assert isinstance(model, Supernet)  # the registry's name says so; mypy cannot
     config = SearchConfig(
         epochs=2,
         warmup_epochs=0,  # architect steps from the first iteration: the search's steady state
