@@ -1,6 +1,6 @@
 """The typed configs of the library's loops: every setting of method §5-6, paper values as defaults.
 
-Plain frozen dataclasses with no torch import, so a config schema (stages/config.py) can
+Plain frozen dataclasses with no torch import, so a config schema (pipeline/config.py) can
 use them without depending on the loops' code.
 """
 
@@ -9,6 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SCHEDULES = ("cosine", "linear")  # lr_schedule choices, per-epoch factors in pcdarts/schedule.py
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A network's size: initial channels C and number of cells."""
+
+    C: int  # the paper's name for the initial channels
+    layers: int
+
+
+# The paper's sizes, written here once: the models (pcdarts.models) and the params schema
+# take them from here.
+SUPERNET_SHAPE = Shape(C=16, layers=8)  # method §5, both searches
+SEARCH_K_CIFAR10 = 4  # partial-channel K of the CIFAR-10 search (method §2, §5)
+SEARCH_K_IMAGENET = 2  # partial-channel K of the ImageNet search (method §5)
+CIFAR10_NETWORK_SHAPE = Shape(C=36, layers=20)  # the CIFAR-10 evaluation network, method §6
+IMAGENET_NETWORK_SHAPE = Shape(C=48, layers=14)  # the ImageNet mobile-setting network, method §6
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal, overload
 
+from pcdarts.config import IMAGENET_NETWORK_SHAPE, SEARCH_K_IMAGENET
 from pcdarts.genotypes import get_genotype
 from pcdarts.network import Network, NetworkConfig
 from pcdarts.supernet import Supernet, SupernetConfig
@@ -21,10 +22,14 @@ from pcdarts.supernet import Supernet, SupernetConfig
 # The variants' defaults. Supernets: method §5; final networks: method §6 (the paper's cells,
 # method §7). CIFAR-10 ones are the configs' own defaults.
 SUPERNET_CIFAR10 = SupernetConfig()
-SUPERNET_IMAGENET = SupernetConfig(stem="imagenet", num_classes=1000, k=2)  # method §5: K=2
+SUPERNET_IMAGENET = SupernetConfig(stem="imagenet", num_classes=1000, k=SEARCH_K_IMAGENET)
 NETWORK_CIFAR10 = NetworkConfig()
 NETWORK_IMAGENET = NetworkConfig(
-    genotype=get_genotype("pc_darts_imagenet"), stem="imagenet", C=48, layers=14, num_classes=1000
+    genotype=get_genotype("pc_darts_imagenet"),
+    stem="imagenet",
+    C=IMAGENET_NETWORK_SHAPE.C,
+    layers=IMAGENET_NETWORK_SHAPE.layers,
+    num_classes=1000,
 )
 
 _MODELS: dict[str, Callable[..., Supernet | Network]] = {}

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pcdarts.config import CIFAR10_NETWORK_SHAPE
 from pcdarts.genotypes import Genotype, get_genotype
 from pcdarts.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
 from pcdarts.stems import build_stem
@@ -108,8 +109,8 @@ class NetworkConfig:
 
     genotype: Genotype = field(default_factory=lambda: get_genotype("pc_darts_cifar"))  # §7
     stem: str = "cifar"  # method §5: "cifar" (3x3 conv to 3C) or "imagenet" (three convs)
-    C: int = 36  # initial channels, method §6: 36 CIFAR-10, 48 ImageNet
-    layers: int = 20  # cells, method §6: 20 CIFAR-10, 14 ImageNet
+    C: int = CIFAR10_NETWORK_SHAPE.C  # initial channels, method §6 (ImageNet: 48)
+    layers: int = CIFAR10_NETWORK_SHAPE.layers  # cells, method §6 (ImageNet: 14)
     num_classes: int = 10  # method §6: 10 CIFAR-10, 1000 ImageNet
     auxiliary: bool = True  # auxiliary head at 2/3 of the depth, method §6
     stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)

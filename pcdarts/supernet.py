@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcdarts import fused as fused_cell
+from pcdarts.config import SEARCH_K_CIFAR10, SUPERNET_SHAPE
 from pcdarts.genotypes import Genotype, derivation_margin, derive_genotype, edge_weights
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
 from pcdarts.stems import build_stem
@@ -143,10 +144,10 @@ class SupernetConfig:
     """The search network's shape; defaults are the CIFAR-10 supernet (method §5)."""
 
     stem: str = "cifar"  # method §5: "cifar" (3x3 conv to 3C) or "imagenet" (three convs)
-    C: int = 16  # initial channels, method §5 (both searches)
-    layers: int = 8  # cells, method §5 (both searches)
+    C: int = SUPERNET_SHAPE.C  # initial channels, method §5 (both searches)
+    layers: int = SUPERNET_SHAPE.layers  # cells, method §5 (both searches)
     num_classes: int = 10  # 10 CIFAR-10, 1000 ImageNet
-    k: int = 4  # partial-channel K (method §2): 4 CIFAR-10, 2 ImageNet (method §5)
+    k: int = SEARCH_K_CIFAR10  # partial-channel K (method §2): 4 CIFAR-10, 2 ImageNet
     edge_norm: bool = True  # method §3; off for the EN ablation
     steps: int = 4  # intermediate nodes per cell (method §1)
     stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)

@@ -18,7 +18,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pcdarts.config import ArchitectConfig, SearchConfig, TrainConfig
+from pcdarts.config import (
+    CIFAR10_NETWORK_SHAPE,
+    IMAGENET_NETWORK_SHAPE,
+    SEARCH_K_CIFAR10,
+    SEARCH_K_IMAGENET,
+    SUPERNET_SHAPE,
+    ArchitectConfig,
+    SearchConfig,
+    TrainConfig,
+)
 from pcdarts.errors import UserError
 from pipeline.param_rules import Violation, first_violation
 
@@ -87,9 +96,11 @@ class PrepareParams:
 
 @dataclass
 class SupernetParams:
-    C: int = 16  # initial channels, method §5
-    layers: int = 8  # cells, method §5
-    k: int = 4  # partial-channel K: 4 CIFAR-10, 2 ImageNet (method §2)
+    """The supernet's shape; the sizes are the library's (pcdarts.config, method §5)."""
+
+    C: int = SUPERNET_SHAPE.C  # initial channels
+    layers: int = SUPERNET_SHAPE.layers  # cells
+    k: int = SEARCH_K_CIFAR10  # partial-channel K (method §2); ImageNet: imagenet_search()
     edge_norm: bool = True  # method §3; off for the EN ablation
 
 
@@ -112,7 +123,8 @@ def imagenet_search() -> SearchParams:
         lr_warmup_epochs=5,
         architect=ArchitectConfig(lr=6e-3, grad_clip=5.0),
     )
-    return SearchParams(SupernetParams(k=2), batch_size=1024, image_size=224, loop=loop)
+    network = SupernetParams(k=SEARCH_K_IMAGENET)
+    return SearchParams(network, batch_size=1024, image_size=224, loop=loop)
 
 
 @dataclass
@@ -123,14 +135,16 @@ class SearchStages:
 
 @dataclass
 class NetworkParams:
-    C: int = 36  # method §6, CIFAR-10 (ImageNet: imagenet_network())
-    layers: int = 20  # method §6, CIFAR-10
-    auxiliary: bool = True  # auxiliary head at 2/3 depth, method §6
+    """A final network's shape; the sizes are the library's (pcdarts.config, method §6)."""
+
+    C: int = CIFAR10_NETWORK_SHAPE.C  # initial channels (ImageNet: imagenet_network())
+    layers: int = CIFAR10_NETWORK_SHAPE.layers  # cells
+    auxiliary: bool = True  # auxiliary head at 2/3 depth (method §6)
 
 
 def imagenet_network() -> NetworkParams:
-    """The ImageNet network of method §6 (mobile setting): C=48, 14 cells."""
-    return NetworkParams(C=48, layers=14)
+    """The ImageNet network of method §6 (mobile setting)."""
+    return NetworkParams(C=IMAGENET_NETWORK_SHAPE.C, layers=IMAGENET_NETWORK_SHAPE.layers)
 
 
 SEARCHED = "searched"  # a cell spec: the genotype this pipeline's search found
