@@ -82,16 +82,23 @@ class RankOrderSampler(EpochSampler):
 
 def _ghost_batches(model: torch.nn.Module, shards: int) -> None:
     """Forward every batch as ``shards`` separate chunks (BN statistics per chunk, as per
-    rank), outputs concatenated: one process computing what the ranks compute."""
-    forward = model.forward
+    rank), outputs concatenated: one process computing what the ranks compute. Both entry
+    points are chunked: ``forward`` (the supernet) and ``forward_with_aux`` (what the
+    Trainer drives for a final network)."""
 
-    def chunked(x: torch.Tensor) -> Any:
-        outs = [forward(chunk) for chunk in x.chunk(shards)]
-        if isinstance(outs[0], torch.Tensor):
-            return torch.cat(outs)
-        return tuple(None if o[0] is None else torch.cat(o) for o in zip(*outs, strict=True))
+    def chunked(forward: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
+        def run(x: torch.Tensor) -> Any:
+            outs = [forward(chunk) for chunk in x.chunk(shards)]
+            if isinstance(outs[0], torch.Tensor):
+                return torch.cat(outs)
+            parts = (None if o[0] is None else torch.cat(o) for o in zip(*outs, strict=True))
+            return type(outs[0])(*parts)
 
-    model.forward = chunked  # type: ignore[method-assign]
+        return run
+
+    for name in ("forward", "forward_with_aux"):
+        if hasattr(model, name):
+            setattr(model, name, chunked(getattr(model, name)))
 
 
 def _loader(data: TensorDataset, world: int, seed: int, ghost: int) -> DataLoader:
