@@ -45,3 +45,15 @@ def test_search_step_compares_fast_with_oracle(capsys: pytest.CaptureFixture[str
         assert row["speedup"] == pytest.approx(row["oracle_s"] / row["fast_s"])
     out = capsys.readouterr().out
     assert "oracle" in out and "speedup" in out
+
+
+def test_divergence_pairs_start_at_rounding_size(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load("divergence")
+    tiny = "--C 4 --layers 3 --k 2 --batch 4 --image-size 8 --steps 3 --every 1"
+    results = bench.main(tiny.split())
+    assert list(results) == ["threads", "fast vs oracle"]
+    for rows in results.values():
+        assert [step for step, _, _ in rows] == [1, 2, 3]
+        # Same seed, same batches: after one step only the order of float sums differs.
+        assert 0 <= rows[0][1] < 1e-4 and 0 <= rows[0][2] < 1e-3
+    assert "fast vs oracle" in capsys.readouterr().out
