@@ -110,7 +110,7 @@ def _preprocess(module: nn.Module, x: Tensor) -> Tensor:
     the stride-2 FactorizedReduce subsamples first, as the fused stride-2 skip does.
     """
     x = x.contiguous(memory_format=torch.channels_last)
-    if isinstance(module, FactorizedReduce) and x.shape[-2] % 2 == x.shape[-1] % 2 == 0:
+    if isinstance(module, FactorizedReduce):  # even H and W, as FactorizedReduce needs
         y = _factorized_reduce(module.first_relu()(x), [module], None)
     else:
         y = module(x)
@@ -275,12 +275,13 @@ def _batch_norm(x: Tensor, bns: list[Any], scale: Tensor | None = None) -> Tenso
         weight = per_channel if weight is None else weight * per_channel
         bias = None if bias is None else bias * per_channel
     out = F.batch_norm(x, mean, var, weight, bias, training, bn.momentum, bn.eps)
-    if training:  # one edge: its own buffers were updated in place; foreach: one call each
+    if training:  # one edge: _cat handed F.batch_norm its own buffers, updated in place
         with torch.no_grad():
-            if n_edges > 1:
-                buffers = [b.running_mean for b in bns] + [b.running_var for b in bns]
-                torch._foreach_copy_(buffers, [*mean.chunk(n_edges), *var.chunk(n_edges)])
-            torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
+            for b, m, v in zip(bns, mean.chunk(n_edges), var.chunk(n_edges), strict=True):
+                if n_edges > 1:
+                    b.running_mean.copy_(m)
+                    b.running_var.copy_(v)
+                b.num_batches_tracked.add_(1)
     return out
 
 
