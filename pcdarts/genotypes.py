@@ -386,24 +386,63 @@ def derive_genotype(
     return Genotype(tuple(genes[0]), concat, tuple(genes[1]), concat)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One (op, input) pair the derivation keeps, and by how much it won (method §4)."""
+
+    cell: str  # "normal" or "reduce"
+    node: int  # intermediate node, 0-based
+    op: str
+    input: int
+    lead: float  # over the runner-up op and over the node's best dropped edge, the smaller
+
+
+def derivation_choices(
+    alphas_normal: Tensor | np.ndarray,
+    alphas_reduce: Tensor | np.ndarray,
+    betas_normal: Tensor | np.ndarray | None = None,
+    betas_reduce: Tensor | np.ndarray | None = None,
+) -> list[Choice]:
+    """Every pair :func:`derive_genotype` keeps, in its order, with its lead.
+
+    Leads are in the quantity the derivation ranks (softmax(alpha) * edge weight): the
+    pair's op over its edge's second-best op other than none, and, at nodes with more than
+    two inputs, its edge over the best edge the node drops. Near 0, float noise picks it.
+    """
+    choices = []
+    for cell, alphas, betas in (
+        ("normal", alphas_normal, betas_normal),
+        ("reduce", alphas_reduce, betas_reduce),
+    ):
+        weights, steps = _ranked_weights(alphas, betas)
+        ops = [k for k in range(weights.shape[1]) if k != PRIMITIVES.index("none")]
+        start = 0
+        for node in range(steps):
+            w = weights[start : start + node + 2][:, ops]  # (n_in, ops without none)
+            scores = w.max(axis=1)
+            order = np.argsort(-scores, kind="stable")  # ties: the lower input, as _parse_cell
+            dropped = scores[order[2]] if len(order) > 2 else -np.inf
+            for i in order[:2]:
+                best, second = np.sort(w[i])[::-1][:2]
+                lead = min(best - second, scores[i] - dropped)
+                op = PRIMITIVES[ops[int(np.argmax(w[i]))]]  # first maximum: the lower index
+                choices.append(Choice(cell, node, op, int(i), float(lead)))
+            start += node + 2
+    return choices
+
+
 def derivation_margin(
     alphas_normal: Tensor | np.ndarray,
     alphas_reduce: Tensor | np.ndarray,
     betas_normal: Tensor | np.ndarray | None = None,
     betas_reduce: Tensor | np.ndarray | None = None,
 ) -> float:
-    """How clearly the derivation decides: the smallest lead of a choice over its runner-up.
-
-    In the quantity :func:`derive_genotype` ranks (softmax(alpha) * edge weight), over both
-    cells: each kept edge's best op over its second-best op other than none, and each node's
-    second kept edge over its best dropped one. Near 0, float noise picks the cell; a clear
-    search leads every choice by a margin (method §4).
+    """How clearly the derivation decides: the smallest lead of a choice over its runner-up
+    (:func:`derivation_choices`), over both cells. Near 0, float noise picks the cell; a
+    clear search leads every choice by a margin (method §4).
     """
-    leads: list[float] = []
-    for alphas, betas in ((alphas_normal, betas_normal), (alphas_reduce, betas_reduce)):
-        weights, steps = _ranked_weights(alphas, betas)
-        leads += _cell_margins(weights, steps)
-    return min(leads)
+    choices = derivation_choices(alphas_normal, alphas_reduce, betas_normal, betas_reduce)
+    return min(c.lead for c in choices)
 
 
 def stable_since(genotypes: Sequence[Genotype]) -> int:
@@ -425,20 +464,3 @@ def _ranked_weights(
     if betas is not None:
         a = a * edge_weights(_as_float32(betas)).unsqueeze(1)
     return a.numpy(), steps
-
-
-def _cell_margins(weights: np.ndarray, steps: int) -> list[float]:
-    """The lead of every choice :func:`_parse_cell` makes over its runner-up."""
-    ops = [k for k in range(weights.shape[1]) if k != PRIMITIVES.index("none")]
-    leads: list[float] = []
-    start = 0
-    for node in range(steps):
-        w = weights[start : start + node + 2][:, ops]  # (n_in, ops without none)
-        scores = np.sort(w.max(axis=1))[::-1]
-        if len(scores) > 2:
-            leads.append(float(scores[1] - scores[2]))
-        for i in np.argsort(-w.max(axis=1), kind="stable")[:2]:
-            best, second = np.sort(w[i])[::-1][:2]
-            leads.append(float(best - second))
-        start += node + 2
-    return leads

@@ -57,3 +57,50 @@ def test_divergence_pairs_start_at_rounding_size(capsys: pytest.CaptureFixture[s
         # Same seed, same batches: after one step only the order of float sums differs.
         assert 0 <= rows[0][1] < 1e-4 and 0 <= rows[0][2] < 1e-3
     assert "fast vs oracle" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_decisiveness_runs_the_search_twice_from_one_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.config import validate  # noqa: PLC0415 - the pipeline only for this one
+    from pipeline.io import write_json  # noqa: PLC0415
+    from pipeline.paths import MANIFEST, PREPARED  # noqa: PLC0415
+    from stages.compose import compose_params  # noqa: PLC0415
+    from stages.prepare import prepare  # noqa: PLC0415
+
+    write_json(
+        tmp_path / MANIFEST, prepare(validate(compose_params()), tmp_path / PREPARED, PREPARED)
+    )
+    bench = _load("decisiveness")
+    tiny = [
+        *("search.cifar10.network.C=4", "search.cifar10.network.layers=3"),
+        *("search.cifar10.image_size=8", "search.cifar10.batch_size=128"),
+        *("search.cifar10.loop.epochs=2", "search.cifar10.loop.warmup_epochs=1"),
+        *("--root", str(tmp_path)),
+    ]
+    result = bench.main(tiny)
+    base, twin = result["runs"].values()
+    assert [r["epoch"] for r in base] == [r["epoch"] for r in twin] == [0, 1]
+    # One ulp apart at the start: the twin's alphas after its arch epoch are not the base's.
+    assert base[0]["alphas_normal"] == twin[0]["alphas_normal"]  # warm-up: alphas untouched
+    assert base[-1]["alphas_normal"] != twin[-1]["alphas_normal"]
+    for cell, (pairs, inputs) in result["agreement"].items():
+        n = len(base[-1]["genotype"][cell])
+        assert 0 <= pairs <= inputs <= n  # a shared (op, input) pair is a shared input
+        if base[-1]["genotype"][cell] == twin[-1]["genotype"][cell]:
+            assert pairs == inputs == n
+    clear, close = result["kept_by_lead"]["clear"], result["kept_by_lead"]["close"]
+    assert clear[1] + close[1] == 2 * 16  # each run's 8 + 8 pairs, split by their lead
+    assert 0 <= clear[0] <= clear[1] and 0 <= close[0] <= close[1]
+    out = capsys.readouterr().out
+    assert "(op, input) pairs" in out and "also derived by the other" in out
+
+
+def test_decisiveness_counts_shared_pairs_and_inputs_per_node() -> None:
+    agreement = _load("decisiveness").agreement
+    cell = [["sep_conv_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["sep_conv_5x5", 0]]
+    other = [["max_pool_3x3", 1], ["sep_conv_3x3", 0], ["avg_pool_3x3", 2], ["sep_conv_5x5", 1]]
+    got = agreement({"normal": cell, "reduce": cell}, {"normal": other, "reduce": cell})
+    # node 0: same pairs in another order; node 1: input 2 with another op, 0 against 1.
+    assert got == {"normal": (2, 3), "reduce": (4, 4)}

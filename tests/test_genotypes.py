@@ -323,6 +323,28 @@ def test_derivation_margin_bounds_what_noise_can_flip() -> None:
         assert derive_genotype(alphas_n + eps, alphas_r + eps) == base
 
 
+def test_derivation_choices_are_the_derived_pairs_with_their_leads() -> None:
+    from pcdarts.genotypes import derivation_choices
+
+    gen = torch.Generator().manual_seed(1)
+    alphas_n, alphas_r = torch.randn(14, 8, generator=gen), torch.randn(14, 8, generator=gen)
+    betas_n, betas_r = torch.randn(14, generator=gen), torch.randn(14, generator=gen)
+    choices = derivation_choices(alphas_n, alphas_r, betas_n, betas_r)
+    genotype = derive_genotype(alphas_n, alphas_r, betas_n, betas_r)
+    for cell, gene in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        mine = [c for c in choices if c.cell == cell]
+        assert [(c.op, c.input) for c in mine] == list(gene)
+        assert [c.node for c in mine] == [n for n in range(4) for _ in range(2)]
+    margin = derivation_margin(alphas_n, alphas_r, betas_n, betas_r)
+    assert min(c.lead for c in choices) == margin > 0
+    # Worked example above: node 1's second edge wins by 4/11 - 2/9 over the dropped one,
+    # its first by 9/16 - 2/9 (its op lead 8/16 is larger).
+    alphas = _one_op_alphas([(3, 5.0), (4, 3.0), (5, 9.0), (6, 4.0), (7, 2.0)])
+    leads = [c.lead for c in derivation_choices(alphas, alphas) if c.cell == "normal"]
+    expected = [4 / 12, 2 / 10, 9 / 16 - 2 / 9, 14 / 99]
+    assert leads == pytest.approx(expected, rel=1e-5)
+
+
 def test_stable_since_counts_the_unchanged_tail() -> None:
     a, b = get_genotype("pc_darts_cifar"), get_genotype("pc_darts_imagenet")
     assert stable_since([a, b, a, a]) == 2
