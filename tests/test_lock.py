@@ -7,6 +7,7 @@ without re-locking, a lock edited by hand, and a Makefile that stops installing 
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -96,3 +97,24 @@ def test_makefile_installs_from_the_lock() -> None:
     mmcv = next(r for r in _requirements() if r.name == "mmcv")
     wheel = re.search(r"^MMCV_WHEEL := .*/mmcv-([0-9.]+)-", makefile, re.M)
     assert wheel and str(mmcv.specifier) == f"=={wheel[1]}", (mmcv, wheel)
+
+
+@pytest.mark.parametrize(("needed_gb", "ok"), [("0", True), ("1000000", False)])
+def test_disk_check_refuses_a_new_venv_that_cannot_fit(needed_gb: str, ok: bool) -> None:
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "check_disk.sh"), str(ROOT), needed_gb],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode == 0) == ok
+    if not ok:  # one line: where, what is free, what is needed, what to do
+        (line,) = done.stderr.splitlines()
+        assert "GiB free on /" in line and f"needs about {needed_gb} GiB" in line
+        assert "VENV_GB" in line
+
+
+def test_makefile_checks_the_disk_before_a_new_venv() -> None:
+    recipe = (ROOT / "Makefile").read_text()
+    check, create = recipe.index("scripts/check_disk.sh"), recipe.index("-m venv $(VENV)")
+    assert check < create
