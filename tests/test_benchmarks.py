@@ -66,8 +66,8 @@ def test_decisiveness_runs_the_search_twice_from_one_seed(
     from pipeline.config import validate  # noqa: PLC0415 - the pipeline only for this one
     from pipeline.io import write_json  # noqa: PLC0415
     from pipeline.paths import MANIFEST, PREPARED  # noqa: PLC0415
+    from pipeline.prepare_data import prepare  # noqa: PLC0415
     from stages.compose import compose_params  # noqa: PLC0415
-    from stages.prepare import prepare  # noqa: PLC0415
 
     write_json(
         tmp_path / MANIFEST, prepare(validate(compose_params()), tmp_path / PREPARED, PREPARED)
