@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from detection.checkpoint import BACKBONE_PREFIX, load_backbone_state
 from pcdarts import create_model, load_genotype
+from pcdarts.config import IMAGENET_NETWORK_SHAPE
 
 
 @MODELS.register_module()
@@ -26,8 +27,8 @@ class PCDARTSBackbone(BaseModule):
 
     Args:
         genotype: registry name, path of a genotype JSON file, or ``Genotype.to_dict()``.
-        C: initial channels (method §6: 48 for the ImageNet mobile setting).
-        layers: number of cells (method §6: 14).
+        C: initial channels (default: the ImageNet mobile setting's, method §6).
+        layers: number of cells (default: the same setting's).
         out_indices: cells whose outputs are returned, increasing.
         frozen_stages: -1 trains everything; 0 freezes the stem; k > 0 the stem and the
             first k cells (weights fixed, BatchNorm in eval mode).
@@ -40,8 +41,8 @@ class PCDARTSBackbone(BaseModule):
     def __init__(
         self,
         genotype: str | dict[str, Any] = "pc_darts_imagenet",
-        C: int = 48,  # noqa: N803 - the paper's name
-        layers: int = 14,
+        C: int = IMAGENET_NETWORK_SHAPE.C,  # noqa: N803 - the paper's name
+        layers: int = IMAGENET_NETWORK_SHAPE.layers,
         out_indices: Sequence[int] = (8, 13),
         frozen_stages: int = -1,
         norm_eval: bool = False,

@@ -56,6 +56,7 @@ from detection.transfer import (  # noqa: E402
     train_and_evaluate,
 )
 from pcdarts import create_model, get_genotype  # noqa: E402
+from pcdarts.config import IMAGENET_NETWORK_SHAPE  # noqa: E402
 from pcdarts.distributed import unwrap  # noqa: E402
 from pipeline.embedded_data import write_digits_coco  # noqa: E402
 
@@ -180,6 +181,16 @@ def test_configs_backbone_fits_the_ssd_neck_and_anchors(name: str) -> None:
     assert tuple(head.in_channels) == tuple(neck.out_channels)
     assert list(head.anchor_generator.strides[: len(strides)]) == strides
     assert head.type == "PredictableSSDHead"
+
+
+def test_the_paper_config_has_the_paper_network() -> None:
+    """The MMDetection config states C and layers (it runs without this repository's
+    Python); they are the paper's, as pcdarts.config writes them."""
+    backbone = Config.fromfile(str(config_file("ssdlite_pcdarts_320_coco"))).model.backbone
+    assert (backbone.C, backbone.layers) == (
+        IMAGENET_NETWORK_SHAPE.C,
+        IMAGENET_NETWORK_SHAPE.layers,
+    )
 
 
 def test_tiny_detector_predicts_without_the_loss_cls_crash() -> None:
