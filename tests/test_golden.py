@@ -3,6 +3,8 @@ the README's tiny numbers are the committed expected file's."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,11 +73,54 @@ def test_every_value_key_has_a_tolerance_kind() -> None:
         kind_of("train_cifar10@searched/wall_seconds")
 
 
-def test_the_readme_block_is_the_committed_expected_file() -> None:
-    """README numbers come from expected/tiny.json: `python -m pipeline.golden readme`."""
-    expected = golden._load_expected()
+def test_the_readme_block_is_the_committed_expected_files() -> None:
+    """README numbers come from expected/tiny-*.json: `python -m pipeline.golden readme`."""
+    references = golden.load_references()
     readme = golden.README.read_text()
     block = readme[readme.index(BEGIN) : readme.index(END) + len(END)]
-    assert block == render_readme_block(expected)
-    assert all(kind_of(key) for key in expected["values"])
-    assert any(key.endswith("/genotype") for key in expected["values"])
+    assert block == render_readme_block(references)
+    for ref in references.values():
+        assert all(kind_of(key) for key in ref["values"])
+        assert any(key.endswith("/genotype") for key in ref["values"])
+        assert ref["measured_on"]["cpu_kernels"]
+
+
+def _workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **refs: dict[str, Any]) -> None:
+    for name, ref in refs.items():
+        (tmp_path / f"tiny-{name}.json").write_text(json.dumps(ref))
+    monkeypatch.setattr(golden, "EXPECTED_DIR", tmp_path)
+    monkeypatch.setattr(golden, "load_params", lambda: None)
+    monkeypatch.setattr(golden, "collect", lambda p: _actual())
+
+
+def test_a_run_that_matches_one_reference_run_passes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = _actual(**{"train_cifar10@searched/test/top1_err": 9.0})
+    _workspace(monkeypatch, tmp_path, avx2={**EXPECTED, "values": other}, avx512=EXPECTED)
+    assert golden.check() == 0
+    out = capsys.readouterr().out
+    assert "3 of 4 within tolerance of tiny-avx2.json" in out
+    assert "this run reproduces expected/tiny-avx512.json" in out
+
+
+def test_a_run_that_matches_none_fails_against_the_closest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    far = _actual(**{"train_cifar10@searched/test/top1_err": 9.0, "search@cifar10-0/genotype": {}})
+    near = _actual(**{"transfer_ssd/coco/bbox_mAP_50": 0.1})
+    _workspace(monkeypatch, tmp_path, a={**EXPECTED, "values": far}, b={**EXPECTED, "values": near})
+    assert golden.check() == 1
+    out = capsys.readouterr().out
+    assert "the closest is expected/tiny-b.json" in out
+    assert "FAIL transfer_ssd/coco/bbox_mAP_50: expected 0.1 +- 0.05, got 0.54" in out
+    assert "CPU kernels here are" in out
+
+
+def test_the_readme_block_has_a_column_per_reference_run() -> None:
+    other = {**EXPECTED, "measured_on": {**EXPECTED["measured_on"], "date": "e"}}
+    other = {**other, "values": _actual(**{"train_cifar10@searched/test/top1_err": 4.5})}
+    block = render_readme_block({"tiny-x.json": EXPECTED, "tiny-y.json": other})
+    assert "| result | `tiny-x.json` | `tiny-y.json` | tolerance |" in block
+    assert "| train_cifar10@searched/test/top1_err | 3 | 4.5 | +- 1 |" in block
+    assert "normal: sep_conv_3x3<-0 skip_connect<-1" in block
