@@ -55,8 +55,8 @@ lock:
 repro: $(STAMP)
 	dvc repro
 
-## Compare this workspace's results with the golden tiny runs, expected/tiny-*.json (tolerances
-## in the files); passes when one matches, else a line per value outside the closest one.
+## Compare this workspace's results with the golden tiny run, expected/tiny.json (tolerances in
+## the file): a line per value outside them; one line when the run used other CPU kernels.
 check-repro: $(STAMP)
 	python -m pipeline.golden check
 

@@ -265,6 +265,15 @@ class DistParams:
 
 
 @dataclass
+class RuntimeParams:
+    """How the stages' processes compute, beside the device (pipeline/kernels.py)."""
+
+    # "avx2": PyTorch's CPU kernels pinned to their AVX2 code, so every x86-64 machine with
+    # AVX2 computes the same bits (one golden run); "native": the CPU's fastest kernels
+    cpu_kernels: str = "avx2"
+
+
+@dataclass
 class TrackingParams:
     tracking_uri: str = ""  # "" = sqlite store mlflow.db in the repo; MLFLOW_TRACKING_URI wins
     experiment: str = "pcdarts"  # one experiment per study
@@ -290,6 +299,7 @@ class Params:
     transfer_ssd: TransferParams = field(default_factory=TransferParams)
     report: ReportParams = field(default_factory=ReportParams)
     dist: DistParams = field(default_factory=DistParams)
+    runtime: RuntimeParams = field(default_factory=RuntimeParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
 

@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from pcdarts.config import SCHEDULES
+from pipeline.kernels import CPU_KERNELS
 
 SEED_LIMIT = 2**32  # np.random.seed accepts seeds in [0, 2**32)
 MIN_LAYERS = 3  # a normal cell and the two reduction cells at 1/3 and 2/3 depth (method §1)
@@ -100,6 +101,7 @@ RANGES: tuple[tuple[str, Rule], ...] = (
         "device",
         Rule(lambda v: DEVICE.fullmatch(v) is not None, "must be auto, cpu, cuda or cuda:N"),
     ),
+    ("runtime.cpu_kernels", one_of(*CPU_KERNELS)),
     ("data.source", one_of("embedded", "real")),
     ("data.num_workers", at_least(0)),
     ("data.decode_images", at_least(0)),

@@ -18,6 +18,7 @@ from pcdarts.distributed import is_main
 from pcdarts.errors import UserError
 from pipeline.config import REPO_ROOT, Params
 from pipeline.io import to_jsonable
+from pipeline.kernels import record
 from pipeline.tracking import MlflowTracker, stage_run
 
 DEBUG_ENV = "PCDARTS_DEBUG"  # set to 1: a UserError shows its traceback too
@@ -70,7 +71,7 @@ def tracked(
         return contextlib.nullcontext(_Silent())  # type: ignore[arg-type]
     return stage_run(
         dvc_stage.split("@")[0],
-        params=to_jsonable(params),
+        params={**to_jsonable(params), "runtime": runtime_record(p)},
         profile=p.profile,
         seed=p.seed if seed is None else seed,
         repo_root=REPO_ROOT,
@@ -82,6 +83,12 @@ def tracked(
         run_file=REPO_ROOT / run_file,
         dvc_stage=dvc_stage,
     )
+
+
+def runtime_record(p: Params) -> dict[str, Any]:
+    """The CPU kernels this process runs (pipeline/kernels.py), for the stage's metrics and
+    its MLflow params: `make check-repro` reads it from the metrics."""
+    return record(p.runtime.cpu_kernels)
 
 
 def augment_kwargs(p: Params) -> dict[str, Any]:

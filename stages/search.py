@@ -20,13 +20,14 @@ from pipeline.io import save_torch, to_jsonable, write_json
 from pipeline.launch import finish_processes, start_processes
 from pipeline.paths import prepare_outs, search_k_outs, search_outs
 from pipeline.search_setup import search_inputs
-from pipeline.stage import run_stage, tracked
+from pipeline.stage import run_stage, runtime_record, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = [
     "profile",
     "device",
     "dist",
+    "runtime",
     "data.num_workers",
     "data.augment",
     "search.{dataset}",
@@ -67,6 +68,7 @@ def main(dataset: str, seed_arg: str, k: str | None = None) -> None:
             print(f"resuming {stage} {where}")
         result = searcher.run(s.weight_loader, s.arch_loader, on_checkpoint=progress.saver())
         summary = {**result.metrics, "profile": p.profile, "cost": result.cost.to_dict()}
+        summary["runtime"] = runtime_record(p)
         write_json(o["genotype"], result.genotype.to_dict())
         write_json(o["history"], result.history)
         write_json(o["curves"], [{"epoch": h["epoch"], **h["metrics"]} for h in result.history])

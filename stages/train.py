@@ -21,7 +21,7 @@ from pipeline.config import REPO_ROOT, TrainParams, load_params
 from pipeline.io import save_torch, to_jsonable, write_json
 from pipeline.launch import finish_processes, start_processes
 from pipeline.paths import train_outs
-from pipeline.stage import run_stage, tracked
+from pipeline.stage import run_stage, runtime_record, tracked
 from pipeline.train_setup import genotype_for, train_inputs
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes):
@@ -31,6 +31,7 @@ PARAMS = [
     "profile",
     "device",
     "dist",
+    "runtime",
     "data.num_workers",
     "data.augment",
     *(f"train_{{dataset}}.{f.name}" for f in fields(TrainParams) if f.name != "cells"),
@@ -69,6 +70,7 @@ def main(dataset: str, cell: str) -> None:
             print(f"resuming {stage} after epoch {trainer.epoch}")
         result = trainer.run(t.train_loader, t.test_loader, on_checkpoint=progress.saver())
         summary = {**result.metrics, **t.size, "profile": p.profile, "cost": result.cost.to_dict()}
+        summary["runtime"] = runtime_record(p)
         write_json(o["metrics"], summary)
         write_json(o["curves"], result.history)
         save_torch(

@@ -30,10 +30,10 @@ from pipeline.io import atomic_path, read_json, save_torch, write_json
 from pipeline.launch import finish_processes, per_process_batch, start_processes
 from pipeline.paths import MANIFEST, train_outs
 from pipeline.paths import transfer_outs as outs
-from pipeline.stage import run_stage, tracked
+from pipeline.stage import run_stage, runtime_record, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
-PARAMS = ["seed", "profile", "device", "dist", "data.num_workers", "transfer_ssd"]
+PARAMS = ["seed", "profile", "device", "dist", "runtime", "data.num_workers", "transfer_ssd"]
 STAGE = "transfer_ssd"
 
 
@@ -79,6 +79,7 @@ def main() -> None:
             "pretrained": tp.pretrained,
             "profile": p.profile,
             "cost": result.cost.to_dict(),
+            "runtime": runtime_record(p),
         }
         write_json(o["metrics"], summary)
         write_json(o["curves"], result.history)

@@ -73,54 +73,102 @@ def test_every_value_key_has_a_tolerance_kind() -> None:
         kind_of("train_cifar10@searched/wall_seconds")
 
 
-def test_the_readme_block_is_the_committed_expected_files() -> None:
-    """README numbers come from expected/tiny-*.json: `python -m pipeline.golden readme`."""
-    references = golden.load_references()
+def test_the_readme_block_is_the_committed_expected_file() -> None:
+    """README numbers come from expected/tiny.json: `python -m pipeline.golden readme`."""
+    reference = golden.load_reference()
     readme = golden.README.read_text()
     block = readme[readme.index(BEGIN) : readme.index(END) + len(END)]
-    assert block == render_readme_block(references)
-    for ref in references.values():
-        assert all(kind_of(key) for key in ref["values"])
-        assert any(key.endswith("/genotype") for key in ref["values"])
-        assert ref["measured_on"]["cpu_kernels"]
+    assert block == render_readme_block(reference)
+    assert all(kind_of(key) for key in reference["values"])
+    assert any(key.endswith("/genotype") for key in reference["values"])
+    assert reference["measured_on"]["cpu_kernels"] == "avx2"
+    assert reference["measured_on"]["cpu_capability"] == "AVX2"
 
 
-def _workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **refs: dict[str, Any]) -> None:
-    for name, ref in refs.items():
-        (tmp_path / f"tiny-{name}.json").write_text(json.dumps(ref))
-    monkeypatch.setattr(golden, "EXPECTED_DIR", tmp_path)
+PINNED = {
+    "cpu_kernels": "avx2",
+    "configured": "avx2",
+    "cpu_capability": "AVX2",
+    "machine": "x86_64",
+    "cpu_has_avx2": True,
+}
+STAGES = ("search@cifar10-0", "train_cifar10@searched", "transfer_ssd")
+
+
+def _workspace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, values: dict[str, Any], **runtime: Any
+) -> None:
+    (tmp_path / "tiny.json").write_text(json.dumps(EXPECTED))
+    monkeypatch.setattr(golden, "EXPECTED", tmp_path / "tiny.json")
+    monkeypatch.setattr(golden, "REPO_ROOT", tmp_path.parent)
     monkeypatch.setattr(golden, "load_params", lambda: None)
-    monkeypatch.setattr(golden, "collect", lambda p: _actual())
+    monkeypatch.setattr(golden, "collect", lambda p: values)
+    record = {**PINNED, **runtime} if runtime.get("missing") is None else None
+    metrics = {s: {"runtime": record} if record else {} for s in STAGES}
+    monkeypatch.setattr(golden, "stage_metrics", lambda p: metrics)
 
 
-def test_a_run_that_matches_one_reference_run_passes(
+def test_a_run_within_tolerance_on_pinned_kernels_passes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = _actual(**{"train_cifar10@searched/test/top1_err": 9.0})
-    _workspace(monkeypatch, tmp_path, avx2={**EXPECTED, "values": other}, avx512=EXPECTED)
+    _workspace(monkeypatch, tmp_path, values=_actual())
     assert golden.check() == 0
     out = capsys.readouterr().out
-    assert "3 of 4 within tolerance of tiny-avx2.json" in out
-    assert "this run reproduces expected/tiny-avx512.json" in out
+    assert "4 of 4 within tolerance of" in out and "this run reproduces" in out
 
 
-def test_a_run_that_matches_none_fails_against_the_closest(
+def test_a_run_outside_tolerance_fails_naming_each_value(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    far = _actual(**{"train_cifar10@searched/test/top1_err": 9.0, "search@cifar10-0/genotype": {}})
-    near = _actual(**{"transfer_ssd/coco/bbox_mAP_50": 0.1})
-    _workspace(monkeypatch, tmp_path, a={**EXPECTED, "values": far}, b={**EXPECTED, "values": near})
+    _workspace(monkeypatch, tmp_path, values=_actual(**{"transfer_ssd/coco/bbox_mAP_50": 0.1}))
     assert golden.check() == 1
     out = capsys.readouterr().out
-    assert "the closest is expected/tiny-b.json" in out
-    assert "FAIL transfer_ssd/coco/bbox_mAP_50: expected 0.1 +- 0.05, got 0.54" in out
-    assert "CPU kernels here are" in out
+    assert "3 of 4 within tolerance" in out
+    assert "FAIL transfer_ssd/coco/bbox_mAP_50: expected 0.54 +- 0.05, got 0.1" in out
 
 
-def test_the_readme_block_has_a_column_per_reference_run() -> None:
-    other = {**EXPECTED, "measured_on": {**EXPECTED["measured_on"], "date": "e"}}
-    other = {**other, "values": _actual(**{"train_cifar10@searched/test/top1_err": 4.5})}
-    block = render_readme_block({"tiny-x.json": EXPECTED, "tiny-y.json": other})
-    assert "| result | `tiny-x.json` | `tiny-y.json` | tolerance |" in block
-    assert "| train_cifar10@searched/test/top1_err | 3 | 4.5 | +- 1 |" in block
+@pytest.mark.parametrize(
+    ("runtime", "says"),
+    [
+        (
+            {"cpu_kernels": "native", "configured": "native", "cpu_capability": "AVX512"},
+            "search@cifar10-0 and 2 other stages ran on the CPU's native AVX512 kernels "
+            "(runtime.cpu_kernels: native)",
+        ),
+        ({"machine": "aarch64", "cpu_has_avx2": False}, "ran on a aarch64 CPU, not x86-64"),
+        ({"cpu_has_avx2": False, "cpu_kernels": "native"}, "x86-64 CPU without AVX2"),
+        ({"missing": True}, "recorded no CPU kernels"),
+    ],
+)
+def test_a_run_on_other_kernels_is_one_line_not_a_wall_of_differences(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    runtime: dict[str, Any],
+    says: str,
+) -> None:
+    far = _actual(**{"train_cifar10@searched/test/top1_err": 9.0, "search@cifar10-0/genotype": {}})
+    _workspace(monkeypatch, tmp_path, values=far, **runtime)
+    assert golden.check() == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("check-repro: ") and says in line, line
+
+
+def test_the_readme_block_renders_the_reference_run() -> None:
+    reference = {
+        **EXPECTED,
+        "measured_on": {**EXPECTED["measured_on"], "cpu_capability": "AVX2"},
+    }
+    block = render_readme_block(reference)
+    assert "| result | value | tolerance |" in block
+    assert "| train_cifar10@searched/test/top1_err | 3 | +- 1 |" in block
     assert "normal: sep_conv_3x3<-0 skip_connect<-1" in block
+    assert "kernels pinned to AVX2" in block
+
+
+def test_only_a_run_on_pinned_kernels_can_become_the_reference(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _workspace(monkeypatch, tmp_path, values=_actual(), cpu_kernels="native")
+    with pytest.raises(golden.GoldenError, match="not a reference run: .* native"):
+        golden.update("m", 1.0)

@@ -28,6 +28,8 @@ from test_dvc_declarations import STAGES
 from test_mlflow_server import mlflow_server
 from test_mlflow_ui import CHROMIUM, render
 
+from pipeline import kernels
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +153,28 @@ def test_first_repro_runs_every_stage_and_writes_every_output(pipeline: Pipeline
     assert not list(pipeline.repo.glob("**/.*.tmp")), "a temporary file was left behind"
 
 
+COMPUTING = ("search", "search_k", "train_cifar10", "train_imagenet", "transfer_ssd")
+PINNED = "avx2" if kernels.can_pin() else "native"  # what `runtime.cpu_kernels: avx2` gives
+
+
+def _runtime(pipeline: Pipeline, stage: str) -> dict[str, object]:
+    (metrics,) = [m for m in STAGES[stage].get("metrics", []) if "metrics" in str(m)]
+    path = next(iter(metrics)) if isinstance(metrics, dict) else metrics
+    record: dict[str, object] = json.loads((pipeline.repo / path).read_text())["runtime"]
+    return record
+
+
+def test_every_computing_stage_ran_on_pinned_kernels_and_says_so(pipeline: Pipeline) -> None:
+    """`dvc repro` started every stage with the kernels pinned before torch loaded."""
+    stages = [s for s in STAGES if s.split("@")[0] in COMPUTING]
+    assert len(stages) >= 5
+    for stage in stages:
+        record = _runtime(pipeline, stage)
+        assert record["cpu_kernels"] == PINNED and record["configured"] == "avx2", (stage, record)
+        if PINNED == "avx2":
+            assert record["cpu_capability"] == "AVX2", (stage, record)
+
+
 def test_second_repro_changes_nothing(pipeline: Pipeline) -> None:
     out = pipeline.run("dvc", "repro")
     assert ran(out) == set() and restored(out) == set(), out
@@ -196,6 +220,7 @@ def test_torchrun_two_processes_write_once_and_count_both(pipeline: Pipeline) ->
     assert ran(out) == {"search@cifar10-0"}, out
     metrics = json.loads((pipeline.repo / "outputs/search/cifar10/seed_0/metrics.json").read_text())
     assert metrics["cost"]["device_count"] == 2  # device-days count every process
+    assert metrics["runtime"]["cpu_kernels"] == PINNED  # torchrun's children inherit the pin
     runs = client.search_runs([_experiment_id(client)], order_by=["attributes.start_time DESC"])
     assert len(runs) == runs_before + 1  # rank 0 only
     assert (
@@ -218,6 +243,34 @@ def test_torchrun_two_processes_write_once_and_count_both(pipeline: Pipeline) ->
     pipeline.compose()
     back = pipeline.run("dvc", "repro")
     assert ran(back) == set(), back
+
+
+def test_dvc_exp_run_pins_too_and_the_kernels_switch_reruns_the_stage(pipeline: Pipeline) -> None:
+    """`runtime.cpu_kernels` is a declared param: native reruns the search on the CPU's own
+    kernels; back on avx2 (forced, so it really runs) the search gives the first run's bits."""
+    metrics_file = pipeline.repo / "outputs/search/cifar10/seed_0/metrics.json"
+    first = json.loads(metrics_file.read_text())
+    shrink = [arg for override in SHRINK for arg in ("-S", override)]  # -S composes anew
+    out = pipeline.run(
+        "dvc", "exp", "run", *shrink, "-S", "runtime.cpu_kernels=native", "search@cifar10-0"
+    )
+    assert ran(out) == {"search@cifar10-0"}, out
+    native = _runtime(pipeline, "search@cifar10-0")
+    assert native["cpu_kernels"] == "native" and native["configured"] == "native", native
+    out = pipeline.run(
+        "dvc", "exp", "run", "-f", *shrink, "-S", "runtime.cpu_kernels=avx2", "search@cifar10-0"
+    )
+    assert ran(out) == {"search@cifar10-0"}, out
+    again = json.loads(metrics_file.read_text())
+    assert again["runtime"]["cpu_kernels"] == PINNED
+    same = [k for k in first if k.startswith("search/")]
+    assert same and {k: again[k] for k in same} == {k: first[k] for k in same}
+    client = mlflow.MlflowClient(f"sqlite:///{pipeline.repo / 'mlflow.db'}")
+    runs = client.search_runs([_experiment_id(client)], order_by=["attributes.start_time DESC"])
+    run = runs[0]
+    assert run.data.params["runtime.cpu_kernels"] == PINNED
+    pipeline.compose()
+    pipeline.run("dvc", "repro")  # the workspace as the tests after this one expect it
 
 
 def _experiment_id(client: mlflow.MlflowClient) -> str:
