@@ -1,6 +1,6 @@
 """The project's error types for input a user can fix (data, config, genotype, upstream files).
 
-Raised anywhere; the stage entry points (``stages.common.run_stage``) print the message of
+Raised anywhere; the stage entry points (``pipeline.stage.run_stage``) print the message of
 a :class:`UserError` as one line on stderr and exit 1, so it must name the file or key,
 the problem and the fix. Anything else is a bug and keeps its traceback.
 """

@@ -1,4 +1,4 @@
-"""How results leave the loops: a tracker interface (MLflow lives behind it, in stages/).
+"""How results leave the loops: a tracker interface (MLflow behind it, in pipeline/tracking.py).
 
 The loops call ``log_metrics`` with namespaced names (``train/loss``, ``val/top1_err``,
 ``search/alpha_entropy``) and ``log_record`` with structured per-epoch data (the

@@ -27,7 +27,7 @@ DRAFT_SIDE = 32  # the dataset checks decode JPEGs DCT-scaled to >= this side (1
 REWRITE = "Re-extract the archive or rewrite the dataset"
 DATASETS_HINT = (
     "Point the data root at the dataset, or write the embedded digits stand-in with "
-    "stages/embedded_data.py"
+    "python -m pipeline.embedded_data"
 )
 
 
