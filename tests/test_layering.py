@@ -1,4 +1,4 @@
-"""Imports go one way: stages/ -> pipeline/, reporting/ -> detection/ -> pcdarts/ (STYLE
+"""Imports go one way: stages/ -> reporting/ -> pipeline/ -> detection/ -> pcdarts/ (STYLE
 principle 1).
 
 ``pcdarts`` imports torch, torchvision, numpy, PIL, tqdm and the standard library only;
@@ -107,7 +107,7 @@ def test_only_detection_imports_openmmlab(folder: str) -> None:
 
 
 def test_imports_point_one_way() -> None:
-    """Each layer imports only the layers below it: stages/ -> pipeline/ and reporting/ ->
+    """Each layer imports only the layers below it: stages/ -> reporting/ -> pipeline/ ->
     detection/ -> pcdarts/ (reporting/ writes through pipeline/'s one atomic writer)."""
     above = {
         "pcdarts": {"detection", "pipeline", "reporting", "stages"},
