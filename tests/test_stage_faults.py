@@ -203,6 +203,47 @@ def test_compose_refuses_a_bad_override_and_keeps_params_yaml(repo: Repo) -> Non
     assert (repo.root / "params.yaml").read_text() == good
 
 
+def test_a_mistyped_key_in_params_yaml_names_the_key_meant_and_where_to_set_it(
+    repo: Repo,
+) -> None:
+    good = (repo.root / "params.yaml").read_text()
+    repo.set_params(search__cifar10__loop__epoch=3)  # for epochs
+    try:
+        _refused(
+            repo,
+            ("stages.search", "cifar10", "0"),
+            f"{repo.root / 'params.yaml'}: search.cifar10.loop.epoch: no such key (did you mean "
+            "search.cifar10.loop.epochs?); change it in conf/profile/tiny.yaml or with "
+            "-S search.cifar10.loop.epochs=...",
+        )
+    finally:
+        (repo.root / "params.yaml").write_text(good)
+
+
+COMPOSE_REFUSED = [  # (override, what the one line says)
+    (
+        "+search.cifar10.loop.epoch=3",
+        "search.cifar10.loop.epoch: no such key (did you mean search.cifar10.loop.epochs?); "
+        "change it in conf/profile/tiny.yaml or with -S search.cifar10.loop.epochs=...",
+    ),
+    (
+        "search.cifar10.loop.epochs=three",
+        "search.cifar10.loop.epochs = 'three': expected an integer; change it in "
+        "conf/profile/tiny.yaml or with -S search.cifar10.loop.epochs=...",
+    ),
+]
+
+
+@SLOW
+@pytest.mark.parametrize(("override", "says"), COMPOSE_REFUSED, ids=["typo", "type"])
+def test_compose_refuses_a_mistyped_key_or_a_wrong_type_and_keeps_params_yaml(
+    repo: Repo, override: str, says: str
+) -> None:
+    good = (repo.root / "params.yaml").read_text()
+    _refused(repo, ("stages.compose", override), f"conf/ with overrides [{override!r}]: {says}")
+    assert (repo.root / "params.yaml").read_text() == good
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
