@@ -100,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, *sys.argv[1:])

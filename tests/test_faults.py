@@ -25,8 +25,10 @@ from pcdarts.data.splits import indices_from_json
 from pcdarts.errors import MissingInputError, UserError
 from pipeline.checkpoints import Resumable
 from pipeline.io import atomic_path, read_json, save_torch, write_json
-from pipeline.stage import run_stage
+from pipeline.stage import int_argument, run_stage, usage
 from pipeline.tracking import stage_run
+from stages.compose import main as compose_main
+from stages.search import main as search_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +64,36 @@ def test_a_user_error_message_on_several_lines_is_still_one(
     with pytest.raises(SystemExit):
         run_stage(_fails, "two\nlines")
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def _search(dataset: str, seed: str, k: str | None = None) -> None:
+    """A stage's main with the search stage's arguments."""
+    int_argument(seed, "seed")
+
+
+def test_arguments_that_do_not_fit_a_stage_give_its_usage_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(common.DEBUG_ENV, raising=False)
+    usage = f"usage: python -m {__name__} <dataset> <seed> [<k>]"
+    for args, problem in (
+        (("cifar10",), "missing a required argument: 'seed'"),
+        (("cifar10", "0", "4", "5"), "too many positional arguments"),
+        (("cifar10", "x"), "<seed> must be an integer, not 'x'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            run_stage(_search, *args)
+        assert exit_info.value.code == 1
+        assert capsys.readouterr().err == f"{' '.join([__name__, *args])}: {problem}; {usage}\n"
+    run_stage(_search, "cifar10", "0", "4")  # fits: no usage, no exit
+
+
+def test_the_usage_line_shows_the_stage_docstrings_example() -> None:
+    assert usage(search_main) == (
+        "usage: python -m stages.search <dataset> <seed> [<k>] "
+        "(e.g. python -m stages.search cifar10 0)"
+    )
+    assert usage(compose_main) == "usage: python -m stages.compose [<overrides> ...]"
 
 
 @pytest.fixture

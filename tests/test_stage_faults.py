@@ -244,6 +244,49 @@ def test_compose_refuses_a_mistyped_key_or_a_wrong_type_and_keeps_params_yaml(
     assert (repo.root / "params.yaml").read_text() == good
 
 
+USAGE = [  # (a command line that does not fit, what is wrong, its usage line)
+    (
+        ("stages.search",),
+        "missing a required argument: 'dataset'",
+        "usage: python -m stages.search <dataset> <seed> [<k>] (e.g. python -m stages.search "
+        "cifar10 0)",
+    ),
+    (
+        ("stages.search", "cifar10", "0", "4", "5"),
+        "too many positional arguments",
+        "usage: python -m stages.search <dataset> <seed> [<k>]",
+    ),
+    (
+        ("stages.search", "cifar10", "zero"),
+        "<seed> must be an integer, not 'zero'",
+        "usage: python -m stages.search <dataset> <seed> [<k>]",
+    ),
+    (
+        ("stages.train", "cifar10"),
+        "missing a required argument: 'cell'",
+        "usage: python -m stages.train <dataset> <cell> (e.g. python -m stages.train cifar10 "
+        "searched)",
+    ),
+    (
+        ("stages.derive",),
+        "missing a required argument: 'dataset'",
+        "usage: python -m stages.derive <dataset>",
+    ),
+    (("stages.prepare", "x"), "too many positional arguments", "usage: python -m stages.prepare"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem", "usage"),
+    [pytest.param(*case, marks=[SLOW] * (i >= 1)) for i, case in enumerate(USAGE)],
+    ids=[" ".join(case[0]) for case in USAGE],
+)
+def test_a_missing_or_extra_argument_gives_the_stages_usage_line(
+    repo: Repo, argv: tuple[str, ...], problem: str, usage: str
+) -> None:
+    _refused(repo, argv, f"{' '.join(argv)}: {problem}; {usage}")
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
