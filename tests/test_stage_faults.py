@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from test_dvc_declarations import STAGES, _declared_outs
 from test_mlflow_server import free_port
@@ -242,6 +243,38 @@ def test_compose_refuses_a_mistyped_key_or_a_wrong_type_and_keeps_params_yaml(
     good = (repo.root / "params.yaml").read_text()
     _refused(repo, ("stages.compose", override), f"conf/ with overrides [{override!r}]: {says}")
     assert (repo.root / "params.yaml").read_text() == good
+
+
+BACKBONE = "outputs/train_imagenet/searched/model.pt"  # transfer_ssd's one upstream checkpoint
+
+
+@SLOW
+@pytest.mark.skipif(NO_MMDET, reason="MMDetection is not installed")
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_transfer_ssd_names_a_missing_or_damaged_backbone_and_the_stage_that_writes_it(
+    repo: Repo, damage: str
+) -> None:
+    backbone = repo.root / BACKBONE
+    kept = backbone.read_bytes()  # a sentinel: a text file, not a checkpoint
+    says: tuple[str, ...]
+    if damage == "missing":
+        backbone.unlink()
+        says = (
+            f"{backbone} is missing: it is written by the 'train_imagenet@searched' stage "
+            "(dvc repro train_imagenet@searched)",
+        )
+    else:
+        torch.save({"model": {"w": torch.arange(100_000.0)}}, backbone)
+        backbone.write_bytes(backbone.read_bytes()[:100_000])
+        says = (
+            f"{backbone} is damaged, not a valid output of train_imagenet@searched "
+            "(PytorchStreamReader failed reading zip archive",
+            "rebuild it (dvc repro -f train_imagenet@searched)",
+        )
+    try:
+        _refused(repo, ("stages.transfer_ssd",), *says)
+    finally:
+        backbone.write_bytes(kept)
 
 
 USAGE = [  # (a command line that does not fit, what is wrong, its usage line)
