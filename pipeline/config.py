@@ -9,14 +9,22 @@ settings reuse the library's own frozen config dataclasses, so a field exists on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from pcdarts.config import (
     CIFAR10_NETWORK_SHAPE,
@@ -29,7 +37,7 @@ from pcdarts.config import (
     TrainConfig,
 )
 from pcdarts.errors import UserError
-from pipeline.param_rules import Violation, first_violation
+from pipeline.param_rules import Violation, first_violation, leaves
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "params.yaml"
@@ -332,18 +340,111 @@ def validate(raw: dict[str, Any], source: str = "params") -> Params:
         merged = OmegaConf.merge(schema(), raw)
         params = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        problem = str(e.msg if hasattr(e, "msg") else e).splitlines()[0]  # no object dump
-        raise ParamsError(f"{source}: invalid key {key!r}: {problem}") from None
+        given = dict(_flat(raw))
+        profile = str(raw.get("profile", Params.profile))
+        raise ParamsError(f"{source}: {schema_mismatch(e, given, profile)}") from None
     assert isinstance(params, Params)
     if (bad := first_violation(params)) is not None:
         raise ParamsError(f"{source}: {_message(bad, params.profile)}")
     return params
 
 
+def schema_mismatch(error: OmegaConfBaseException, given: Mapping[str, Any], profile: str) -> str:
+    """One line for what the schema refused: a key it lacks (the nearest valid key, or the
+    valid keys there) or a value of the wrong type (the type expected), and where to change
+    it. ``given`` maps dotted keys to what was written (params.yaml's values, overrides)."""
+    key = getattr(error, "full_key", None) or _value_for_section(given)
+    if key and isinstance(error, ConfigKeyError | ConfigAttributeError):
+        return _unknown_key(key, profile)
+    field_key = key.partition("[")[0]  # seeds[1] -> seeds: the list is the field
+    expected = _field_type(field_key) if key else None
+    if isinstance(error, ValidationError) and expected is not None:
+        says = f"expected {_describe(expected)}"
+        return _message(Violation(field_key, given.get(field_key), says), profile)
+    problem = str(error.msg if hasattr(error, "msg") else error).splitlines()[0]  # no dump
+    return f"invalid key {key!r}: {problem}"
+
+
+def _unknown_key(key: str, profile: str) -> str:
+    """``key`` is not in the schema: the nearest key of its section ("did you mean"), else
+    the section's keys; where to change it."""
+    parent, _, name = key.rpartition(".")
+    section_type = _field_type(parent) if parent else Params
+    known = [f.name for f in fields(section_type)] if is_dataclass(section_type) else []
+    holder = _conf_file_holding(key, profile)  # a typo in conf/ is fixed there
+    if meant := _nearest_key(parent, name, known):
+        where = holder or _conf_file(meant, profile)
+        override = "" if _is_section(meant) else f" or with -S {meant}=..."
+        return f"{key}: no such key (did you mean {meant}?); change it in {where}{override}"
+    remove = f"; remove it from {holder}" if holder else ""
+    return f"{key}: no such key; {parent or 'the top level'} has {', '.join(known)}{remove}"
+
+
+def _nearest_key(parent: str, name: str, known: list[str]) -> str | None:
+    """The key ``parent.name`` likely meant: a key of ``parent`` spelt alike, else the one
+    setting of that name deeper in ``parent`` (``data.hflip`` -> ``data.augment.hflip``)."""
+    prefix = f"{parent}." if parent else ""
+    if close := get_close_matches(name, known, n=1):
+        return prefix + close[0]
+    deeper = [k for k, _ in leaves(Params()) if k.startswith(prefix) and k.endswith(f".{name}")]
+    return deeper[0] if len(deeper) == 1 else None
+
+
+def _field_type(key: str) -> Any:
+    """The type :class:`Params` declares for the dotted ``key``; None outside the schema."""
+    node: Any = Params
+    for part in key.split("."):
+        if not (is_dataclass(node) and part in (hints := get_type_hints(node))):
+            return None
+        node = hints[part]
+    return node
+
+
+def _is_section(key: str) -> bool:
+    return is_dataclass(_field_type(key))
+
+
+def _value_for_section(given: Mapping[str, Any]) -> str:
+    """The key given a plain value where the schema has a section ("" if none): OmegaConf's
+    merge error for it names no key."""
+    return next((k for k, v in given.items() if _is_section(k) and not isinstance(v, dict)), "")
+
+
+# How a message names the schema's scalar types: (one value, several)
+_TYPE_WORDS = {
+    bool: ("true or false", "booleans"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+}
+
+
+def _describe(type_: Any) -> str:
+    """``int`` -> "an integer", ``list[float]`` -> "a list of numbers", ``float | None`` ->
+    "a number or null", a section -> "a SearchConfig section"."""
+    args = [a for a in get_args(type_) if a is not type(None) and a is not Ellipsis]
+    if get_origin(type_) in (Union, types.UnionType):
+        return " or ".join([*(_describe(a) for a in args), "null"])
+    if get_origin(type_) in (list, tuple):  # the schema's lists hold one type
+        return f"a list of {_TYPE_WORDS[args[0]][1]}"
+    if type_ in _TYPE_WORDS:
+        return _TYPE_WORDS[type_][0]
+    if isinstance(type_, type) and is_dataclass(type_):
+        return f"a {type_.__name__} section"
+    return str(getattr(type_, "__name__", type_))
+
+
+def _flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every node of a plain dict tree, the sections included."""
+    for key, value in node.items() if isinstance(node, dict) else ():
+        yield f"{prefix}{key}", value
+        yield from _flat(value, f"{prefix}{key}.")
+
+
 def _message(bad: Violation, profile: str) -> str:
     """``key = value: rule; change it in conf/<file> or with -S key=...``."""
     value = bad.value if isinstance(bad.value, int | float) else repr(bad.value)
+    value = "null" if bad.value is None else value  # as YAML and overrides spell it
     return (
         f"{bad.key} = {value}: {bad.says}; change it in {_conf_file(bad.key, profile)}"
         f" or with -S {bad.key}=..."
@@ -353,10 +454,15 @@ def _message(bad: Violation, profile: str) -> str:
 def _conf_file(key: str, profile: str) -> str:
     """The conf/ file that sets ``key`` for ``profile`` (the profile overlay wins), else the
     schema, which holds every default."""
+    return _conf_file_holding(key, profile) or "pipeline/config.py"
+
+
+def _conf_file_holding(key: str, profile: str) -> str | None:
+    """The conf/ file that sets ``key`` for ``profile`` (the profile overlay wins), if any."""
     for path in (CONF_DIR / "profile" / f"{profile}.yaml", CONF_DIR / "config.yaml"):
         if path.is_file() and OmegaConf.select(OmegaConf.load(path), key) is not None:
             return str(path.relative_to(REPO_ROOT))
-    return "pipeline/config.py"
+    return None
 
 
 def _writable(node: Any) -> None:

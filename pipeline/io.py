@@ -125,10 +125,32 @@ def read_json(path: Path, produced_by: str, parse: Callable[[str], T] = json.loa
     try:
         return parse(upstream(path, produced_by).read_text())
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:  # JSONDecodeError too
-        raise UserError(
-            f"{path} is not a valid output of {produced_by} ({error!r}): rerun it "
-            f"(dvc repro -f {produced_by})"
-        ) from None
+        raise UserError(_damaged(path, produced_by, repr(error))) from None
+
+
+def read_torch(path: Path, produced_by: str, parse: Callable[[Any], T] = lambda obj: obj) -> T:
+    """An upstream stage's ``torch.save`` output (tensors and plain values only) through
+    ``parse``; MissingInputError, or UserError naming the file when it cannot be loaded
+    (truncated, not a checkpoint) or is not what ``parse`` expects."""
+    import torch  # noqa: PLC0415 - only the stages that load tensors pay for it
+
+    upstream(path, produced_by)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for a damaged file
+        problem = str(error).splitlines()[0].split(". ")[0]  # not its advice on weights_only
+        raise UserError(_damaged(path, produced_by, problem)) from None
+    try:
+        return parse(obj)
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(_damaged(path, produced_by, repr(error))) from None
+
+
+def _damaged(path: Path, produced_by: str, problem: str) -> str:
+    return (
+        f"{path} is damaged, not a valid output of {produced_by} ({problem}): rebuild it "
+        f"(dvc repro -f {produced_by})"
+    )
 
 
 def save_torch(path: Path, obj: Any) -> None:

@@ -8,6 +8,7 @@ declarations from dvc.yaml; tests/test_dvc_declarations.py checks they agree.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -24,21 +25,60 @@ from pipeline.tracking import MlflowTracker, stage_run
 DEBUG_ENV = "PCDARTS_DEBUG"  # set to 1: a UserError shows its traceback too
 
 
+class UsageError(UserError):
+    """A stage's command line does not fit it; :func:`run_stage` adds the usage line."""
+
+
 def run_stage(main: Callable[..., None], *args: str) -> None:
     """Run a stage's ``main(*args)``; a :class:`UserError` (bad params, data, genotype,
-    missing upstream output, unreachable tracking store) becomes one line on stderr and
-    exit status 1, its traceback only with ``PCDARTS_DEBUG=1``. Other errors are bugs and
-    keep their traceback."""
+    missing upstream output, unreachable tracking store, arguments that do not fit ``main``)
+    becomes one line on stderr and exit status 1, its traceback only with
+    ``PCDARTS_DEBUG=1``. Other errors are bugs and keep their traceback."""
     try:
+        try:
+            inspect.signature(main).bind(*args)
+        except TypeError as error:  # a missing or an extra argument
+            raise UsageError(str(error)) from None
         main(*args)
     except UserError as error:
         if os.environ.get(DEBUG_ENV) == "1":
             raise
-        module = main.__module__
-        if module == "__main__":  # python -m stages.<name>
-            module = f"stages.{Path(sys.argv[0]).stem}"
-        print(f"{' '.join([module, *args])}: {error}".replace("\n", " "), file=sys.stderr)
+        message = f"{error}; {usage(main)}" if isinstance(error, UsageError) else str(error)
+        print(f"{' '.join([_module(main), *args])}: {message}".replace("\n", " "), file=sys.stderr)
         sys.exit(1)
+
+
+def usage(main: Callable[..., None]) -> str:
+    """``usage: python -m stages.search <dataset> <seed> [<k>] (e.g. python -m stages.search
+    cifar10 0)``: ``main``'s parameters, and its module docstring's first example."""
+    words = ["usage: python -m", _module(main)]
+    for parameter in inspect.signature(main).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            words.append(f"[<{parameter.name}> ...]")
+        elif parameter.default is inspect.Parameter.empty:
+            words.append(f"<{parameter.name}>")
+        else:
+            words.append(f"[<{parameter.name}>]")
+    doc = sys.modules[main.__module__].__doc__ or ""
+    command = f"python -m {_module(main)} "  # an example with arguments
+    examples = [line.split("#")[0].strip() for line in doc.splitlines()]
+    example = next((line for line in examples if line.startswith(command)), None)
+    return " ".join(words) + (f" (e.g. {example})" if example else "")
+
+
+def int_argument(text: str, name: str) -> int:
+    """The stage argument ``<name>`` as an integer; UsageError naming it otherwise."""
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"<{name}> must be an integer, not {text!r}") from None
+
+
+def _module(main: Callable[..., None]) -> str:
+    """``main``'s module as ``python -m`` names it (``stages.search``, also as __main__)."""
+    if main.__module__ == "__main__":  # python -m stages.<name>
+        return f"stages.{Path(sys.argv[0]).stem}"
+    return main.__module__
 
 
 class _Silent:

@@ -68,4 +68,4 @@ def main(dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, sys.argv[1])
+    run_stage(main, *sys.argv[1:])

@@ -9,6 +9,8 @@ fails here, before any training, with the path and what to do.
 
 from __future__ import annotations
 
+import sys
+
 from pipeline.config import REPO_ROOT, load_params
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import PREPARED as OUT
@@ -48,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, *sys.argv[1:])

@@ -11,6 +11,7 @@ tables, for tests and tools). Every row says the profile and the data it came fr
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pipeline.config import REPO_ROOT, load_params
@@ -71,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, *sys.argv[1:])

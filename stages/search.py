@@ -20,7 +20,7 @@ from pipeline.io import save_torch, to_jsonable, write_json
 from pipeline.launch import finish_processes, start_processes
 from pipeline.paths import prepare_outs, search_k_outs, search_outs
 from pipeline.search_setup import search_inputs
-from pipeline.stage import run_stage, runtime_record, tracked
+from pipeline.stage import int_argument, run_stage, runtime_record, tracked
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = [
@@ -42,26 +42,30 @@ def dvc_stage(dataset: str, seed: str, k: str | None = None) -> str:
     return f"search@{dataset}-{seed}" if k is None else f"search_k@{k}"
 
 
-def main(dataset: str, seed_arg: str, k: str | None = None) -> None:
+def main(dataset: str, seed: str, k: str | None = None) -> None:
+    seed_value = int_argument(seed, "seed")
+    k_value = None if k is None else int_argument(k, "k")
     p = load_params()
-    seed, stage = int(seed_arg), dvc_stage(dataset, seed_arg, k)
+    stage = dvc_stage(dataset, seed, k)
     section(p, f"search.{dataset}")  # a mistyped dataset fails before any process starts
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
-    s = search_inputs(p, dataset, seed, None if k is None else int(k))
+    s = search_inputs(p, dataset, seed_value, k_value)
     sp, model, manifest = s.params, s.model, s.manifest
-    o = {k: REPO_ROOT / v for k, v in outs(dataset, seed_arg, k).items()}
+    o = {name: REPO_ROOT / path for name, path in outs(dataset, seed, k).items()}
     with tracked(
         p,
         stage,
         params=sp,
-        seed=seed,
-        run_file=outs(dataset, seed_arg, k)["run"],
+        seed=seed_value,
+        run_file=outs(dataset, seed, k)["run"],
         dataset=dataset,
         dataset_size=s.dataset_size,
         upstream_run_files=[prepare_outs()["run"]],
     ) as tracker:
         searcher = Searcher(model, sp.loop, device, tracker)
-        progress = Resumable(f"search-{dataset}", {"params": sp, "seed": seed, "data": manifest})
+        progress = Resumable(
+            f"search-{dataset}", {"params": sp, "seed": seed_value, "data": manifest}
+        )
         if (state := progress.load()) is not None:
             searcher.load_state_dict(state)
             where = f"after epoch {searcher.epoch} from {progress.path}"
@@ -90,4 +94,4 @@ def main(dataset: str, seed_arg: str, k: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, *sys.argv[1:4])
+    run_stage(main, *sys.argv[1:])

@@ -92,4 +92,4 @@ def main(dataset: str, cell: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, *sys.argv[1:3])
+    run_stage(main, *sys.argv[1:])

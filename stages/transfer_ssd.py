@@ -18,15 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from detection.checkpoint import convert_imagenet_checkpoint
 from detection.configs import config_file
 from detection.transfer import BackboneInit, CocoData, Schedule, build_config, train_and_evaluate
 from pcdarts.distributed import barrier, is_main
 from pipeline.checkpoints import CHECKPOINT_DIR, config_hash
 from pipeline.config import REPO_ROOT, SEARCHED, TransferParams, load_params
-from pipeline.io import atomic_path, read_json, save_torch, write_json
+from pipeline.io import atomic_path, read_json, read_torch, save_torch, write_json
 from pipeline.launch import finish_processes, per_process_batch, start_processes
 from pipeline.paths import MANIFEST, train_outs
 from pipeline.paths import transfer_outs as outs
@@ -35,19 +33,18 @@ from pipeline.stage import run_stage, runtime_record, tracked
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = ["seed", "profile", "device", "dist", "runtime", "data.num_workers", "transfer_ssd"]
 STAGE = "transfer_ssd"
+BACKBONE_STAGE = f"train_imagenet@{SEARCHED}"  # writes the ImageNet network converted here
 
 
 def main() -> None:
     p = load_params()
     tp: TransferParams = p.transfer_ssd
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
+    imagenet_file = REPO_ROOT / train_outs("imagenet", SEARCHED)["model"]
+    weights = read_torch(imagenet_file, BACKBONE_STAGE, convert_imagenet_checkpoint)
     manifest: dict[str, Any] = read_json(REPO_ROOT / MANIFEST, "prepare")
     coco = manifest["datasets"]["coco"]
     data = CocoData(REPO_ROOT / coco["root"], tuple(coco["categories"]))
-    imagenet_file = REPO_ROOT / train_outs("imagenet", SEARCHED)["model"]
-    if not imagenet_file.is_file():
-        raise FileNotFoundError(f"{imagenet_file} is missing: dvc repro train_imagenet@searched")
-    weights = convert_imagenet_checkpoint(torch.load(imagenet_file, map_location="cpu"))
     digest = hashlib.sha256(imagenet_file.read_bytes()).hexdigest()
     work_dir = CHECKPOINT_DIR / STAGE / config_hash([tp, p.seed, coco, digest])
     backbone_file = work_dir / "backbone.pth"
@@ -101,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, *sys.argv[1:])

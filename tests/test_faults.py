@@ -24,9 +24,11 @@ import pipeline.stage as common
 from pcdarts.data.splits import indices_from_json
 from pcdarts.errors import MissingInputError, UserError
 from pipeline.checkpoints import Resumable
-from pipeline.io import atomic_path, read_json, save_torch, write_json
-from pipeline.stage import run_stage
+from pipeline.io import atomic_path, read_json, read_torch, save_torch, write_json
+from pipeline.stage import int_argument, run_stage, usage
 from pipeline.tracking import stage_run
+from stages.compose import main as compose_main
+from stages.search import main as search_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +64,36 @@ def test_a_user_error_message_on_several_lines_is_still_one(
     with pytest.raises(SystemExit):
         run_stage(_fails, "two\nlines")
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def _search(dataset: str, seed: str, k: str | None = None) -> None:
+    """A stage's main with the search stage's arguments."""
+    int_argument(seed, "seed")
+
+
+def test_arguments_that_do_not_fit_a_stage_give_its_usage_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(common.DEBUG_ENV, raising=False)
+    usage = f"usage: python -m {__name__} <dataset> <seed> [<k>]"
+    for args, problem in (
+        (("cifar10",), "missing a required argument: 'seed'"),
+        (("cifar10", "0", "4", "5"), "too many positional arguments"),
+        (("cifar10", "x"), "<seed> must be an integer, not 'x'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            run_stage(_search, *args)
+        assert exit_info.value.code == 1
+        assert capsys.readouterr().err == f"{' '.join([__name__, *args])}: {problem}; {usage}\n"
+    run_stage(_search, "cifar10", "0", "4")  # fits: no usage, no exit
+
+
+def test_the_usage_line_shows_the_stage_docstrings_example() -> None:
+    assert usage(search_main) == (
+        "usage: python -m stages.search <dataset> <seed> [<k>] "
+        "(e.g. python -m stages.search cifar10 0)"
+    )
+    assert usage(compose_main) == "usage: python -m stages.compose [<overrides> ...]"
 
 
 @pytest.fixture
@@ -188,6 +220,31 @@ def test_a_tracking_server_that_dies_mid_run_loses_no_output(
     assert info["tracking_ok"] is False and info["tracking_uri"] == url
 
 
+def test_a_damaged_upstream_checkpoint_is_a_user_error_naming_it_and_the_stage(
+    tmp_path: Path,
+) -> None:
+    model = tmp_path / "model.pt"
+    with pytest.raises(MissingInputError, match=f"^{model} is missing: .*dvc repro train_imag"):
+        read_torch(model, "train_imagenet@searched")
+    torch.save({"model": {"w": torch.arange(100_000.0)}}, model)
+    assert set(read_torch(model, "train_imagenet@searched")) == {"model"}
+    data = model.read_bytes()
+    for content, problem in (
+        (data[: len(data) // 2], "PytorchStreamReader failed"),
+        (b"not a checkpoint", "Weights only load failed"),
+        (data, "KeyError"),  # loads, but lacks what parse reads
+    ):
+        model.write_bytes(content)
+        with pytest.raises(UserError) as info:
+            read_torch(model, "train_imagenet@searched", lambda obj: obj["genotype"])
+        message = str(info.value)
+        assert message.startswith(f"{model} is damaged, not a valid output of train_imagenet@"), (
+            message
+        )
+        assert problem in message and "\n" not in message, message
+        assert message.endswith("rebuild it (dvc repro -f train_imagenet@searched)"), message
+
+
 def test_a_damaged_upstream_file_is_a_user_error_naming_it_and_the_stage(tmp_path: Path) -> None:
     split = tmp_path / "splits/cifar10.json"
     with pytest.raises(MissingInputError, match=f"{split} is missing: .*dvc repro prepare"):
@@ -196,6 +253,6 @@ def test_a_damaged_upstream_file_is_a_user_error_naming_it_and_the_stage(tmp_pat
     for text, problem in (('{"weight": [1, 2', "JSONDecodeError"), ('{"weight": [1]}', "'arch'")):
         split.write_text(text)
         with pytest.raises(
-            UserError, match=f"^{split} is not a valid output of prepare .*{problem}"
+            UserError, match=f"^{split} is damaged, not a valid output of prepare .*{problem}"
         ):
             read_json(split, "prepare", indices_from_json)

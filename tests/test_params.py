@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+import pipeline.config as config
 from pcdarts.errors import UserError
 from pipeline.config import Params, ParamsError, load_params, section, validate
 from pipeline.param_rules import RANGES, cell_channels, leaves
@@ -169,6 +170,106 @@ def test_broken_yaml_and_a_wrong_type_are_one_line_naming_the_file_and_key(tmp_p
     with pytest.raises(ParamsError) as info:
         load_params(path)
     assert str(info.value) == (
-        f"{path}: invalid key 'search.cifar10.loop.lr': Value 'abc' of type 'str' could not be "
-        "converted to Float"
+        f"{path}: search.cifar10.loop.lr = 'abc': expected a number; change it in "
+        "pipeline/config.py or with -S search.cifar10.loop.lr=..."
     )
+
+
+UNKNOWN = [  # (a key the schema lacks, the key named, the key it likely meant, where set)
+    ("search.cifar10.loop.epoch", None, "search.cifar10.loop.epochs", "conf/profile/tiny.yaml"),
+    ("train_cifar10.loop.lr_shedule", None, "train_cifar10.loop.lr_schedule", "pipeline/config.py"),
+    ("data.hflip", None, "data.augment.hflip", "conf/profile/tiny.yaml"),  # a level too high
+    ("search.cifar10.epochs", None, "search.cifar10.loop.epochs", "conf/profile/tiny.yaml"),
+    ("search.cifar100.loop.lr", "search.cifar100", "search.cifar10", "conf/profile/tiny.yaml"),
+]
+
+
+@pytest.mark.parametrize(("key", "named", "meant", "where"), UNKNOWN, ids=[u[0] for u in UNKNOWN])
+def test_an_unknown_key_names_the_key_it_likely_meant_and_where_to_set_it(
+    key: str, named: str | None, meant: str, where: str
+) -> None:
+    with pytest.raises(ParamsError) as info:
+        validate(_with_new(key, 3), "params.yaml")
+    override = "" if named else f" or with -S {meant}=..."  # a section: renamed in its file
+    assert str(info.value) == (
+        f"params.yaml: {named or key}: no such key (did you mean {meant}?); change it in "
+        f"{where}{override}"
+    )
+
+
+def test_an_unknown_key_with_no_near_one_lists_the_valid_keys() -> None:
+    with pytest.raises(ParamsError) as info:
+        validate(_with_new("search.cifar10.loop.zzz", 3), "params.yaml")
+    assert str(info.value) == (
+        "params.yaml: search.cifar10.loop.zzz: no such key; search.cifar10.loop has epochs, "
+        "warmup_epochs, lr, lr_min, lr_schedule, lr_warmup_epochs, momentum, weight_decay, "
+        "grad_clip, architect, eval_every, sync_bn, bf16, channels_last"
+    )
+
+
+def test_an_unknown_key_written_in_conf_is_named_in_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf/profile").mkdir(parents=True)
+    (tmp_path / "conf/config.yaml").write_text("search:\n  cifar10:\n    loop:\n      epoch: 3\n")
+    monkeypatch.setattr(config, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(config, "CONF_DIR", tmp_path / "conf")
+    with pytest.raises(ParamsError) as info:
+        validate(_with_new("search.cifar10.loop.epoch", 3), "params.yaml")
+    assert "(did you mean search.cifar10.loop.epochs?); change it in conf/config.yaml " in str(
+        info.value
+    )
+
+
+WRONG_TYPE = [  # (key, value, shown, expected)
+    ("search.cifar10.loop.epochs", "three", "'three'", "an integer"),
+    ("train_cifar10.loop.epochs", 1.5, "1.5", "an integer"),
+    ("search.cifar10.loop.epochs", None, "null", "an integer"),
+    ("search.cifar10.loop.architect.lr", "x", "'x'", "a number"),
+    ("search.imagenet.loop.architect.grad_clip", "x", "'x'", "a number or null"),
+    ("data.augment.hflip", "maybe", "'maybe'", "true or false"),
+    ("seeds", ["a"], "['a']", "a list of integers"),
+    ("seeds", 3, "3", "a list of integers"),
+    ("search.cifar10.loop", 3, "3", "a SearchConfig section"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "shown", "expected"), WRONG_TYPE)
+def test_a_wrong_type_names_key_value_and_the_type_expected(
+    key: str, value: Any, shown: str, expected: str
+) -> None:
+    with pytest.raises(ParamsError) as info:
+        validate(_with(key, value), "params.yaml")
+    message = str(info.value)
+    assert message.startswith(f"params.yaml: {key} = {shown}: expected {expected}; "), message
+    assert message.endswith(f" or with -S {key}=...") and "\n" not in message
+
+
+COMPOSE_REFUSED = [  # (override, what the one line says)
+    ("+search.cifar10.loop.epoch=3", "search.cifar10.loop.epoch: no such key (did you mean "),
+    ("search.cifar10.loop.epoch=3", "search.cifar10.loop.epoch: no such key (did you mean "),
+    ("search.cifar10.loop.epochs=three", "search.cifar10.loop.epochs = 'three': expected an int"),
+    ("seeds=[a]", "seeds = ['a']: expected a list of integers; change it in conf/profile/tiny"),
+    ("profile=tinyy", "In 'config': Could not find 'profile/tinyy' Available options in 'profile'"),
+    ("search.cifar10.loop.epochs", "Error parsing override 'search.cifar10.loop.epochs'"),
+]
+
+
+@pytest.mark.parametrize(("override", "says"), COMPOSE_REFUSED)
+def test_compose_refuses_a_bad_override_in_one_line_naming_it(override: str, says: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        compose_params([override])
+    message = str(info.value)
+    assert message.startswith(f"conf/ with overrides [{override!r}]: {says}"), message
+    assert "\n" not in message
+
+
+def _with_new(key: str, value: Any) -> dict[str, Any]:
+    """params.yaml with ``key`` added (the sections on its way too)."""
+    raw = copy.deepcopy(RAW)
+    node = raw
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return raw

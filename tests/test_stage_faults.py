@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from test_dvc_declarations import STAGES, _declared_outs
 from test_mlflow_server import free_port
@@ -201,6 +202,122 @@ def test_compose_refuses_a_bad_override_and_keeps_params_yaml(repo: Repo) -> Non
         repo, ("stages.compose", "search.cifar10.loop.lr=-0.1"), "search.cifar10.loop.lr = -0.1"
     )
     assert (repo.root / "params.yaml").read_text() == good
+
+
+def test_a_mistyped_key_in_params_yaml_names_the_key_meant_and_where_to_set_it(
+    repo: Repo,
+) -> None:
+    good = (repo.root / "params.yaml").read_text()
+    repo.set_params(search__cifar10__loop__epoch=3)  # for epochs
+    try:
+        _refused(
+            repo,
+            ("stages.search", "cifar10", "0"),
+            f"{repo.root / 'params.yaml'}: search.cifar10.loop.epoch: no such key (did you mean "
+            "search.cifar10.loop.epochs?); change it in conf/profile/tiny.yaml or with "
+            "-S search.cifar10.loop.epochs=...",
+        )
+    finally:
+        (repo.root / "params.yaml").write_text(good)
+
+
+COMPOSE_REFUSED = [  # (override, what the one line says)
+    (
+        "+search.cifar10.loop.epoch=3",
+        "search.cifar10.loop.epoch: no such key (did you mean search.cifar10.loop.epochs?); "
+        "change it in conf/profile/tiny.yaml or with -S search.cifar10.loop.epochs=...",
+    ),
+    (
+        "search.cifar10.loop.epochs=three",
+        "search.cifar10.loop.epochs = 'three': expected an integer; change it in "
+        "conf/profile/tiny.yaml or with -S search.cifar10.loop.epochs=...",
+    ),
+]
+
+
+@SLOW
+@pytest.mark.parametrize(("override", "says"), COMPOSE_REFUSED, ids=["typo", "type"])
+def test_compose_refuses_a_mistyped_key_or_a_wrong_type_and_keeps_params_yaml(
+    repo: Repo, override: str, says: str
+) -> None:
+    good = (repo.root / "params.yaml").read_text()
+    _refused(repo, ("stages.compose", override), f"conf/ with overrides [{override!r}]: {says}")
+    assert (repo.root / "params.yaml").read_text() == good
+
+
+BACKBONE = "outputs/train_imagenet/searched/model.pt"  # transfer_ssd's one upstream checkpoint
+
+
+@SLOW
+@pytest.mark.skipif(NO_MMDET, reason="MMDetection is not installed")
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_transfer_ssd_names_a_missing_or_damaged_backbone_and_the_stage_that_writes_it(
+    repo: Repo, damage: str
+) -> None:
+    backbone = repo.root / BACKBONE
+    kept = backbone.read_bytes()  # a sentinel: a text file, not a checkpoint
+    says: tuple[str, ...]
+    if damage == "missing":
+        backbone.unlink()
+        says = (
+            f"{backbone} is missing: it is written by the 'train_imagenet@searched' stage "
+            "(dvc repro train_imagenet@searched)",
+        )
+    else:
+        torch.save({"model": {"w": torch.arange(100_000.0)}}, backbone)
+        backbone.write_bytes(backbone.read_bytes()[:100_000])
+        says = (
+            f"{backbone} is damaged, not a valid output of train_imagenet@searched "
+            "(PytorchStreamReader failed reading zip archive",
+            "rebuild it (dvc repro -f train_imagenet@searched)",
+        )
+    try:
+        _refused(repo, ("stages.transfer_ssd",), *says)
+    finally:
+        backbone.write_bytes(kept)
+
+
+USAGE = [  # (a command line that does not fit, what is wrong, its usage line)
+    (
+        ("stages.search",),
+        "missing a required argument: 'dataset'",
+        "usage: python -m stages.search <dataset> <seed> [<k>] (e.g. python -m stages.search "
+        "cifar10 0)",
+    ),
+    (
+        ("stages.search", "cifar10", "0", "4", "5"),
+        "too many positional arguments",
+        "usage: python -m stages.search <dataset> <seed> [<k>]",
+    ),
+    (
+        ("stages.search", "cifar10", "zero"),
+        "<seed> must be an integer, not 'zero'",
+        "usage: python -m stages.search <dataset> <seed> [<k>]",
+    ),
+    (
+        ("stages.train", "cifar10"),
+        "missing a required argument: 'cell'",
+        "usage: python -m stages.train <dataset> <cell> (e.g. python -m stages.train cifar10 "
+        "searched)",
+    ),
+    (
+        ("stages.derive",),
+        "missing a required argument: 'dataset'",
+        "usage: python -m stages.derive <dataset>",
+    ),
+    (("stages.prepare", "x"), "too many positional arguments", "usage: python -m stages.prepare"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem", "usage"),
+    [pytest.param(*case, marks=[SLOW] * (i >= 1)) for i, case in enumerate(USAGE)],
+    ids=[" ".join(case[0]) for case in USAGE],
+)
+def test_a_missing_or_extra_argument_gives_the_stages_usage_line(
+    repo: Repo, argv: tuple[str, ...], problem: str, usage: str
+) -> None:
+    _refused(repo, argv, f"{' '.join(argv)}: {problem}; {usage}")
 
 
 @pytest.mark.parametrize(
