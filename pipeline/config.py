@@ -38,13 +38,23 @@ CONF_DIR = REPO_ROOT / "conf"
 
 @dataclass
 class EmbeddedDataParams:
-    """The default data: scikit-learn's 1,797 handwritten digits in the real formats."""
+    """The default data: scikit-learn's 1,797 handwritten digits in the real formats.
+
+    The defaults are the digits' own layout (10 classes, every digit once); the paper
+    profile writes them at ILSVRC2012's and COCO 2017's shapes (pipeline/embedded_data.py).
+    """
 
     test_fraction: float = 1 / 6  # held-out digits, shared by all three formats
     imagenet_size: int = 64  # side of the ImageNet-style JPEGs
     coco_canvas_size: int = 128  # side of the COCO-style detection canvases
     coco_images_train: int = 400
     coco_images_val: int = 100
+    imagenet_classes: int = 10  # class folders (wnid-style); ILSVRC2012 has 1,000
+    # Images per class folder, drawn from the digits of label class mod 10: 0 = every digit of
+    # the class once (10 classes only); N = N each, as ILSVRC2012's per-class folders
+    imagenet_train_per_class: int = 0
+    imagenet_val_per_class: int = 0
+    coco_categories: int = 10  # 10: the digits "zero".."nine"; 80: COCO 2017's ids and names
 
 
 @dataclass
