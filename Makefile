@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv lock repro check-repro params test test-fast test-gpu lint bench bench-gpu ui clean
+.PHONY: venv lock repro check-repro params dry-run test test-fast test-gpu gpu-check lint bench \
+	bench-gpu ui clean
 
 # mmcv (for detection/) is source-only on PyPI: compiled once per machine and user against
 # our torch (~30 min on 2 cores) into a wheel cache outside the checkout, so that a second
@@ -63,6 +64,12 @@ check-repro: $(STAMP)
 ## Compose params.yaml from conf/: `make params` (tiny), `make params ARGS="profile=paper"`.
 params: $(STAMP)
 	python -m stages.compose $(ARGS)
+
+## Every stage through its own code for a few steps, then what the whole study costs on this
+## machine (docs/dry-run.md); changes nothing DVC tracks. `make dry-run` runs params.yaml's,
+## `make dry-run ARGS="profile=paper data.source=embedded device=cpu"` composes its own.
+dry-run: $(STAMP)
+	python -m pipeline.dry_run $(ARGS)
 
 test: $(STAMP)
 	python -m pytest

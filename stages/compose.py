@@ -7,24 +7,15 @@ calls it for ``dvc repro``. The result is validated against pipeline/config.py.
 from __future__ import annotations
 
 import sys
-from typing import Any, cast
 
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from pipeline.config import CONF_DIR, PARAMS_FILE, REPO_ROOT, validate
+from pipeline.compose import compose_params
+from pipeline.config import PARAMS_FILE, REPO_ROOT
 from pipeline.io import atomic_path
 from pipeline.stage import run_stage
 
-
-def compose_params(overrides: list[str] | None = None) -> dict[str, Any]:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides or [])
-    raw = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    assert isinstance(raw, dict)
-    validate(raw, f"conf/ with overrides {overrides or []}")
-    return raw
+__all__ = ["compose_params", "main"]
 
 
 def main(*overrides: str) -> None:
