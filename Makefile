@@ -92,6 +92,11 @@ test-gpu: $(STAMP)
 bench-gpu: $(STAMP)
 	python benchmarks/search_throughput.py
 
+## The prepared GPU check: needs only PyTorch and this checkout (scripts/gpu_check.sh runs
+## without the venv too); the library-only gpu tests, bf16 throughput, the paper's forecast.
+gpu-check:
+	bash scripts/gpu_check.sh $(ARGS)
+
 ## The MLflow UI on this repository's tracking store: http://127.0.0.1:5000
 ui: $(STAMP)
 	bash scripts/mlflow_ui.sh

@@ -373,10 +373,10 @@ def measure_loop(
 
     Measures the probe batches (``batch`` / 16 and / 8, at least 2) first, in ascending
     order, and the line through them predicts the peak at ``batch``. Where that fits
-    ``budget_mb`` (MB), ``batch`` itself is measured; where it does not, or running it raises an out-of-memory,
-    the largest of ``batch`` / 2 and / 4 predicted to fit is measured and the two largest
-    points measured are extrapolated to ``batch``. An out-of-memory there too: DOES_NOT_FIT,
-    saying at which batch and with what peak.
+    ``budget_mb`` (MB), ``batch`` itself is measured; where it does not, or running it
+    raises an out-of-memory, the largest of ``batch`` / 2 and / 4 predicted to fit is
+    measured and the two largest points measured are extrapolated to ``batch``. An
+    out-of-memory there too: DOES_NOT_FIT, saying at which batch and with what peak.
     """
     points: list[Point] = []
     kw: dict[str, Any] = {"warmup": warmup, "steps": steps, "meter": meter, "device": device}
