@@ -88,7 +88,8 @@ def measure(args: argparse.Namespace, k: int, batch: int) -> dict[str, Any]:
     )
     loader = DataLoader(data, batch_size=batch)
     phases = {"search": search_phases(searcher, loader, loader)["search"]}
-    meter = memory_meter(device)  # CPU: the resident-set high-water, reset through /proc
+    # CPU: the resident-set high-water, reset through /proc (no loader workers here)
+    meter = memory_meter(device, with_workers=False)
     try:
         point = measure_point(
             phases, batch, warmup=args.warmup, steps=args.steps, meter=meter, device=device

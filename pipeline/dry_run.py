@@ -154,7 +154,11 @@ def run_worker(args: argparse.Namespace) -> None:
         dry_transfer,
     )
     from pipeline.launch import configure_runtime  # noqa: PLC0415
-    from pipeline.memory import available_memory_mb, memory_meter  # noqa: PLC0415
+    from pipeline.memory import (  # noqa: PLC0415
+        available_memory_mb,
+        cap_address_space,
+        memory_meter,
+    )
 
     workspace = Path(args.workspace)
     stage, kind, *rest = args.worker
@@ -166,6 +170,10 @@ def run_worker(args: argparse.Namespace) -> None:
         if args.memory_budget_gb is not None
         else BUDGET_FRACTION * available_memory_mb(device)
     )
+    if device.type == "cpu":
+        # past the budget (never past what the machine has): an out-of-memory error the dry
+        # run reports, not the kernel's out-of-memory killer
+        cap_address_space(min(budget, BUDGET_FRACTION * available_memory_mb(device)))
     ctx = Context(
         p, workspace, device, memory_meter(device), Budget(args.warmup_steps, args.steps, budget)
     )
