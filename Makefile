@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: venv lock repro check-repro params dry-run test test-fast test-gpu gpu-check lint bench \
-	bench-gpu ui clean
+	bench-memory bench-gpu ui clean
 
 # mmcv (for detection/) is source-only on PyPI: compiled once per machine and user against
 # our torch (~30 min on 2 cores) into a wheel cache outside the checkout, so that a second
@@ -84,6 +84,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	python benchmarks/search_step.py
+
+## The paper's memory claim: the search step for K = 1, 2, 4, 8 at batch 64 and 256 (a few minutes)
+bench-memory: $(STAMP)
+	python benchmarks/memory_k.py $(ARGS)
 
 ## On a CUDA machine: the bf16 / channels-last tests, and their search-step throughput.
 test-gpu: $(STAMP)
