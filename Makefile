@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv lock repro check-repro params test test-fast test-gpu lint bench bench-gpu ui clean
+.PHONY: venv lock repro check-repro params dry-run test test-fast test-gpu gpu-check lint bench \
+	bench-memory bench-gpu ui clean
 
 # mmcv (for detection/) is source-only on PyPI: compiled once per machine and user against
 # our torch (~30 min on 2 cores) into a wheel cache outside the checkout, so that a second
@@ -64,6 +65,12 @@ check-repro: $(STAMP)
 params: $(STAMP)
 	python -m stages.compose $(ARGS)
 
+## Every stage through its own code for a few steps, then what the whole study costs on this
+## machine (docs/dry-run.md); changes nothing DVC tracks. `make dry-run` runs params.yaml's,
+## `make dry-run ARGS="profile=paper data.source=embedded device=cpu"` composes its own.
+dry-run: $(STAMP)
+	python -m pipeline.dry_run $(ARGS)
+
 test: $(STAMP)
 	python -m pytest
 
@@ -78,12 +85,21 @@ lint: $(STAMP)
 bench: $(STAMP)
 	python benchmarks/search_step.py
 
+## The paper's memory claim: the search step for K = 1, 2, 4, 8 at batch 64 and 256 (a few minutes)
+bench-memory: $(STAMP)
+	python benchmarks/memory_k.py $(ARGS)
+
 ## On a CUDA machine: the bf16 / channels-last tests, and their search-step throughput.
 test-gpu: $(STAMP)
 	python -m pytest -m gpu
 
 bench-gpu: $(STAMP)
 	python benchmarks/search_throughput.py
+
+## The prepared GPU check: needs only PyTorch and this checkout (scripts/gpu_check.sh runs
+## without the venv too); the library-only gpu tests, bf16 throughput, the paper's forecast.
+gpu-check:
+	bash scripts/gpu_check.sh $(ARGS)
 
 ## The MLflow UI on this repository's tracking store: http://127.0.0.1:5000
 ui: $(STAMP)

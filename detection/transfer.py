@@ -285,22 +285,10 @@ def set_aside_broken_resume_point(work_dir: Path) -> Path | None:
     return target
 
 
-def train_and_evaluate(
-    cfg: Config,
-    work_dir: Path,
-    on_metrics: OnMetrics,
-    device: torch.device,
-    hooks: tuple[Hook, ...] = (),
-) -> TransferResult:
-    """Train ``cfg`` on ``device`` in ``work_dir`` (resuming from its last checkpoint there),
-    evaluate on val2017 with ``CocoMetric``; returns the metrics, the cost, the curves and the
-    final checkpoint. Under torchrun every rank calls this; ``device`` is the rank's own."""
+def build_runner(cfg: Config, work_dir: Path, device: torch.device) -> Runner:
+    """MMEngine's Runner of ``cfg`` in ``work_dir`` on ``device``, in this process group."""
     cfg = cfg.copy()
     cfg.work_dir = str(work_dir)
-    if is_main():
-        set_aside_broken_resume_point(work_dir)
-    barrier()  # every rank sees the same work folder
-    cfg.resume = True  # from work_dir's last checkpoint, if any
     cfg.launcher = "pytorch" if is_distributed() else "none"  # the group is already joined
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
         # Gather every rank's predictions through the process group (all_gather_object, NCCL
@@ -314,6 +302,25 @@ def train_and_evaluate(
     runner = Runner.from_cfg(cfg)
     if not is_distributed():
         runner.model.to(device)  # unwrapped: the optimizer is built later, in train()
+    return runner
+
+
+def train_and_evaluate(
+    cfg: Config,
+    work_dir: Path,
+    on_metrics: OnMetrics,
+    device: torch.device,
+    hooks: tuple[Hook, ...] = (),
+) -> TransferResult:
+    """Train ``cfg`` on ``device`` in ``work_dir`` (resuming from its last checkpoint there),
+    evaluate on val2017 with ``CocoMetric``; returns the metrics, the cost, the curves and the
+    final checkpoint. Under torchrun every rank calls this; ``device`` is the rank's own."""
+    if is_main():
+        set_aside_broken_resume_point(work_dir)
+    barrier()  # every rank sees the same work folder
+    cfg = cfg.copy()
+    cfg.resume = True  # from work_dir's last checkpoint, if any
+    runner = build_runner(cfg, work_dir, device)
     hook = MetricsHook(on_metrics, cfg.default_hooks.logger.interval, device)
     for extra in (hook, *hooks):
         runner.register_hook(extra)

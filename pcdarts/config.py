@@ -77,3 +77,31 @@ class TrainConfig:
     eval_every: int = 1  # evaluate every n epochs (and after the last)
     bf16: bool = False  # CUDA only; off by default: it changes the paper's numerics
     channels_last: bool = False  # CUDA only (contiguous on a CPU); off by default
+
+
+# The paper's global batches (over all processes) and the ImageNet columns of method §5-6
+# (the dataclasses' defaults are the CIFAR-10 columns); the params schema
+# (pipeline/config.py) and the library-only GPU check (scripts/gpu_check.py) read them here.
+SEARCH_BATCH_CIFAR10 = 256  # method §5: one GTX 1080Ti
+SEARCH_BATCH_IMAGENET = 1024  # method §5: 8 V100s
+TRAIN_BATCH_CIFAR10 = 96  # method §6: the code's 96 (the paper says 128)
+TRAIN_BATCH_IMAGENET = 1024  # method §6
+# The ImageNet search: 35 warm-up epochs, lr 0.5 with 5 epochs of linear warm-up, arch lr
+# 6e-3 clipped at 5 (method §5).
+IMAGENET_SEARCH_LOOP = SearchConfig(
+    warmup_epochs=35,
+    lr=0.5,
+    lr_warmup_epochs=5,
+    architect=ArchitectConfig(lr=6e-3, grad_clip=5.0),
+)
+# The ImageNet retraining (mobile setting): 250 epochs, lr 0.5 decayed linearly after 5
+# warm-up epochs, weight decay 3e-5, label smoothing 0.1, no drop path (method §6).
+IMAGENET_TRAIN_LOOP = TrainConfig(
+    epochs=250,
+    lr=0.5,
+    lr_schedule="linear",
+    lr_warmup_epochs=5,
+    weight_decay=3e-5,
+    drop_path_prob=0.0,
+    label_smoothing=0.1,
+)

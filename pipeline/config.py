@@ -29,10 +29,15 @@ from omegaconf.errors import (
 from pcdarts.config import (
     CIFAR10_NETWORK_SHAPE,
     IMAGENET_NETWORK_SHAPE,
+    IMAGENET_SEARCH_LOOP,
+    IMAGENET_TRAIN_LOOP,
+    SEARCH_BATCH_CIFAR10,
+    SEARCH_BATCH_IMAGENET,
     SEARCH_K_CIFAR10,
     SEARCH_K_IMAGENET,
     SUPERNET_SHAPE,
-    ArchitectConfig,
+    TRAIN_BATCH_CIFAR10,
+    TRAIN_BATCH_IMAGENET,
     SearchConfig,
     TrainConfig,
 )
@@ -46,13 +51,23 @@ CONF_DIR = REPO_ROOT / "conf"
 
 @dataclass
 class EmbeddedDataParams:
-    """The default data: scikit-learn's 1,797 handwritten digits in the real formats."""
+    """The default data: scikit-learn's 1,797 handwritten digits in the real formats.
+
+    The defaults are the digits' own layout (10 classes, every digit once); the paper
+    profile writes them at ILSVRC2012's and COCO 2017's shapes (pipeline/embedded_data.py).
+    """
 
     test_fraction: float = 1 / 6  # held-out digits, shared by all three formats
     imagenet_size: int = 64  # side of the ImageNet-style JPEGs
     coco_canvas_size: int = 128  # side of the COCO-style detection canvases
     coco_images_train: int = 400
     coco_images_val: int = 100
+    imagenet_classes: int = 10  # class folders (wnid-style); ILSVRC2012 has 1,000
+    # Images per class folder, drawn from the digits of label class mod 10: 0 = every digit of
+    # the class once (10 classes only); N = N each, as ILSVRC2012's per-class folders
+    imagenet_train_per_class: int = 0
+    imagenet_val_per_class: int = 0
+    coco_categories: int = 10  # 10: the digits "zero".."nine"; 80: COCO 2017's ids and names
 
 
 @dataclass
@@ -117,22 +132,19 @@ class SearchParams:
     """One dataset's search; the defaults are the CIFAR-10 column of method §5."""
 
     network: SupernetParams = field(default_factory=SupernetParams)
-    batch_size: int = 256  # method §5 (global, over all processes)
+    batch_size: int = SEARCH_BATCH_CIFAR10  # method §5 (global, over all processes)
     image_size: int = 32  # method §5
     loop: SearchConfig = field(default_factory=SearchConfig)  # pcdarts.config: CIFAR-10's
 
 
 def imagenet_search() -> SearchParams:
     """The ImageNet column of method §5: K=2, batch 1024 on 8 GPUs, 224x224 crops, 35
-    warm-up epochs, lr 0.5 with 5 epochs of linear warm-up, arch lr 6e-3 clipped at 5."""
-    loop = SearchConfig(
-        warmup_epochs=35,
-        lr=0.5,
-        lr_warmup_epochs=5,
-        architect=ArchitectConfig(lr=6e-3, grad_clip=5.0),
-    )
+    warm-up epochs, lr 0.5 with 5 epochs of linear warm-up, arch lr 6e-3 clipped at 5
+    (pcdarts.config.IMAGENET_SEARCH_LOOP)."""
     network = SupernetParams(k=SEARCH_K_IMAGENET)
-    return SearchParams(network, batch_size=1024, image_size=224, loop=loop)
+    return SearchParams(
+        network, batch_size=SEARCH_BATCH_IMAGENET, image_size=224, loop=IMAGENET_SEARCH_LOOP
+    )
 
 
 @dataclass
@@ -167,7 +179,7 @@ class TrainParams:
     # drawn uniformly from the DARTS space), a registry name (pc_darts_cifar) or a JSON file
     cells: list[str] = field(default_factory=lambda: [SEARCHED])
     network: NetworkParams = field(default_factory=NetworkParams)
-    batch_size: int = 96  # method §6: the code's 96 (the paper says 128)
+    batch_size: int = TRAIN_BATCH_CIFAR10  # method §6: the code's 96 (the paper says 128)
     image_size: int = 32  # method §6
     cutout_length: int = 16  # method §6, CIFAR-10 only (0 = off)
     color_jitter: list[float] = field(default_factory=list)  # [] = off
@@ -177,24 +189,15 @@ class TrainParams:
 def imagenet_training() -> TrainParams:
     """The ImageNet column of method §6 (mobile setting): both searched cells, 250 epochs,
     batch 1024, lr 0.5 decayed linearly after 5 warm-up epochs, weight decay 3e-5, label
-    smoothing 0.1, colour jitter, no cutout and no drop path."""
-    loop = TrainConfig(
-        epochs=250,
-        lr=0.5,
-        lr_schedule="linear",
-        lr_warmup_epochs=5,
-        weight_decay=3e-5,
-        drop_path_prob=0.0,
-        label_smoothing=0.1,
-    )
+    smoothing 0.1, colour jitter, no cutout and no drop path (pcdarts.config)."""
     return TrainParams(
         cells=[SEARCHED, f"{SEARCHED}:cifar10"],
         network=imagenet_network(),
-        batch_size=1024,
+        batch_size=TRAIN_BATCH_IMAGENET,
         image_size=224,
         cutout_length=0,
         color_jitter=[0.4, 0.4, 0.4, 0.2],  # brightness, contrast, saturation, hue (method §6)
-        loop=loop,
+        loop=IMAGENET_TRAIN_LOOP,
     )
 
 

@@ -6,6 +6,13 @@ One seeded, per-class split of the 1797 digits into train and test serves all th
 formats: no test digit ever appears in a training set. Every output directory is built in
 a temporary sibling and renamed into place, so an interrupted run leaves no half dataset.
 
+The same digits can also be written at the paper's shapes (the ``paper`` profile's
+``data.embedded``, for a dry run without the real datasets): an ImageNet tree of 1,000
+wnid-style class folders of ``imagenet_train_per_class`` / ``imagenet_val_per_class`` images
+(class c holds digits of label c mod 10, drawn with repetition) at ILSVRC2012's sizes, and
+COCO canvases with COCO 2017's 80 category ids and names (an instance of digit d takes one of
+the eight categories c with c mod 10 = d, in id order). Few images, real formats and shapes.
+
     python -m pipeline.embedded_data --root data/embedded --seed 0
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +71,91 @@ COCO_SCALE_RANGE = (16, 48)  # inclusive range of the pasted square's side, pixe
 COCO_FIRST_VAL_IMAGE_ID = 1_000_000  # image ids unique over both splits, as in COCO
 COCO_DESCRIPTION = "PC-DARTS embedded default: sklearn handwritten digits on noisy canvases"
 COCO_FILE_DIGITS = 12  # COCO 2017 file names: 000000000139.jpg
+ALL_DIGITS = 0  # imagenet_{train,val}_per_class: every digit of the class, once (10 classes)
+# COCO 2017's 80 categories (id, name), as in its instances_*.json: ids 1..90, ten unused.
+COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
+    (1, "person"),
+    (2, "bicycle"),
+    (3, "car"),
+    (4, "motorcycle"),
+    (5, "airplane"),
+    (6, "bus"),
+    (7, "train"),
+    (8, "truck"),
+    (9, "boat"),
+    (10, "traffic light"),
+    (11, "fire hydrant"),
+    (13, "stop sign"),
+    (14, "parking meter"),
+    (15, "bench"),
+    (16, "bird"),
+    (17, "cat"),
+    (18, "dog"),
+    (19, "horse"),
+    (20, "sheep"),
+    (21, "cow"),
+    (22, "elephant"),
+    (23, "bear"),
+    (24, "zebra"),
+    (25, "giraffe"),
+    (27, "backpack"),
+    (28, "umbrella"),
+    (31, "handbag"),
+    (32, "tie"),
+    (33, "suitcase"),
+    (34, "frisbee"),
+    (35, "skis"),
+    (36, "snowboard"),
+    (37, "sports ball"),
+    (38, "kite"),
+    (39, "baseball bat"),
+    (40, "baseball glove"),
+    (41, "skateboard"),
+    (42, "surfboard"),
+    (43, "tennis racket"),
+    (44, "bottle"),
+    (46, "wine glass"),
+    (47, "cup"),
+    (48, "fork"),
+    (49, "knife"),
+    (50, "spoon"),
+    (51, "bowl"),
+    (52, "banana"),
+    (53, "apple"),
+    (54, "sandwich"),
+    (55, "orange"),
+    (56, "broccoli"),
+    (57, "carrot"),
+    (58, "hot dog"),
+    (59, "pizza"),
+    (60, "donut"),
+    (61, "cake"),
+    (62, "chair"),
+    (63, "couch"),
+    (64, "potted plant"),
+    (65, "bed"),
+    (67, "dining table"),
+    (70, "toilet"),
+    (72, "tv"),
+    (73, "laptop"),
+    (74, "mouse"),
+    (75, "remote"),
+    (76, "keyboard"),
+    (77, "cell phone"),
+    (78, "microwave"),
+    (79, "oven"),
+    (80, "toaster"),
+    (81, "sink"),
+    (82, "refrigerator"),
+    (84, "book"),
+    (85, "clock"),
+    (86, "vase"),
+    (87, "scissors"),
+    (88, "teddy bear"),
+    (89, "hair drier"),
+    (90, "toothbrush"),
+)
+COCO_CATEGORY_COUNTS = (len(CLASS_NAMES), len(COCO_CATEGORIES))  # the digits', COCO 2017's
 
 
 # --------------------------------------------------------------------------- helpers
@@ -171,7 +264,20 @@ def write_digits_cifar10(
 # --------------------------------------------------------------------------- ImageNet
 
 
-def _write_imagenet(root: Path, image_size: int, seed: int, test_fraction: float) -> dict[str, Any]:
+def _write_imagenet(
+    root: Path,
+    image_size: int,
+    seed: int,
+    test_fraction: float,
+    classes: int = len(CLASS_NAMES),
+    per_class: tuple[int, int] = (ALL_DIGITS, ALL_DIGITS),
+) -> dict[str, Any]:
+    """The digits' tree (``per_class`` = ALL_DIGITS), or ``classes`` folders of ``per_class``
+    (train, val) images each (class c: digits of label c mod 10, seeded draws)."""
+    if per_class != (ALL_DIGITS, ALL_DIGITS):
+        return _write_imagenet_classes(root, image_size, seed, test_fraction, classes, per_class)
+    if classes != len(CLASS_NAMES):
+        raise ValueError(f"{classes} classes need images per class (every digit fills 10)")
     images, labels, train, test = _split(seed, test_fraction)
     for split, idx in (("train", train), ("val", test)):
         for wnid in WNIDS:
@@ -184,16 +290,51 @@ def _write_imagenet(root: Path, image_size: int, seed: int, test_fraction: float
     return {**_summary("imagenet", seed, test_fraction, train, test), "image_size": image_size}
 
 
+def _write_imagenet_classes(
+    root: Path,
+    image_size: int,
+    seed: int,
+    test_fraction: float,
+    classes: int,
+    per_class: tuple[int, int],
+) -> dict[str, Any]:
+    """ILSVRC2012's shape: ``classes`` wnid folders (n00000000, ...) of ``per_class`` (train,
+    val) JPEGs, numbered as ILSVRC2012's files; train folders draw train digits only."""
+    if min(per_class) < 1:
+        raise ValueError(f"images per class must both be >= 1, got {per_class}")
+    images, labels, train, test = _split(seed, test_fraction)
+    rng = np.random.default_rng([seed, 2])  # own stream: the split used default_rng(seed)
+    wnids = [f"n{c:08d}" for c in range(classes)]
+    drawn: dict[str, list[int]] = {}
+    for split, pool, count in (("train", train, per_class[0]), ("val", test, per_class[1])):
+        drawn[split] = []
+        for c, wnid in enumerate(wnids):
+            (root / split / wnid).mkdir(parents=True)
+            members = pool[labels[pool] == c % len(CLASS_NAMES)]
+            for i in rng.choice(members, count, replace=count > len(members)):
+                n = len(drawn[split]) + 1
+                name = f"{wnid}_{n}.JPEG" if split == "train" else f"ILSVRC2012_val_{n:08d}.JPEG"
+                image = _grey_to_rgb(upsample(images[i], image_size))
+                _save_jpeg(image, root / split / wnid / name)
+                drawn[split].append(int(i))
+    summary = _summary("imagenet", seed, test_fraction, train, test)
+    summary.update({"classes": wnids, "image_size": image_size, "images_per_class": per_class})
+    return {**summary, "train_images": len(drawn["train"]), "val_images": len(drawn["val"])}
+
+
 def write_digits_imagenet(
     root: Path,
     *,
     image_size: int = IMAGENET_SIZE,
     seed: int = 0,
     test_fraction: float = TEST_FRACTION,
+    classes: int = len(CLASS_NAMES),
+    per_class: tuple[int, int] = (ALL_DIGITS, ALL_DIGITS),
 ) -> dict[str, Any]:
-    """Write the ILSVRC2012 layout: ``root/{train,val}/<wnid>/*.JPEG``, RGB, image_size px."""
+    """Write the ILSVRC2012 layout: ``root/{train,val}/<wnid>/*.JPEG``, RGB, image_size px:
+    every digit once in 10 classes, or ``classes`` folders of ``per_class`` (train, val)."""
     with atomic_path(Path(root), directory=True) as tmp:
-        summary = _write_imagenet(tmp, image_size, seed, test_fraction)
+        summary = _write_imagenet(tmp, image_size, seed, test_fraction, classes, per_class)
     return {"path": str(root), **summary}
 
 
@@ -250,15 +391,19 @@ def _write_coco(
     scale_range: tuple[int, int],
     seed: int,
     test_fraction: float,
+    categories: int = len(CLASS_NAMES),
 ) -> dict[str, Any]:
     lo, hi = scale_range
     if not 0 < lo <= hi <= canvas_size or not 1 <= digits_per_image[0] <= digits_per_image[1]:
         raise ValueError(f"bad scale_range {scale_range} or digits_per_image {digits_per_image}")
     images, labels, train, test = _split(seed, test_fraction)
     rng = np.random.default_rng([seed, 1])  # own stream: the split used default_rng(seed)
-    categories = [
+    category_of = _coco_categories(categories, np.random.default_rng([seed, 3]))
+    listed = [
         {"id": c + 1, "name": name, "supercategory": "digit"} for c, name in enumerate(CLASS_NAMES)
     ]
+    if categories != len(CLASS_NAMES):
+        listed = [{"id": i, "name": name, "supercategory": "coco"} for i, name in COCO_CATEGORIES]
     (root / "annotations").mkdir(parents=True)
     used: dict[str, set[int]] = {}
     ann_id = 1
@@ -289,7 +434,7 @@ def _write_coco(
                     {
                         "id": ann_id,
                         "image_id": image_id,
-                        "category_id": int(labels[digit]) + 1,
+                        "category_id": category_of(int(labels[digit])),
                         "bbox": [x, y, w, h],
                         "area": w * h,
                         "iscrowd": 0,
@@ -304,7 +449,7 @@ def _write_coco(
             "licenses": [],
             "images": coco_images,
             "annotations": annotations,
-            "categories": categories,
+            "categories": listed,
         }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
     summary = _summary("coco", seed, test_fraction, train, test)
@@ -315,9 +460,22 @@ def _write_coco(
             "train_digits_used": sorted(used["train2017"]),
             "test_digits_used": sorted(used["val2017"]),
             "annotations": ann_id - 1,
+            "categories": [c["name"] for c in listed],
         }
     )
     return summary
+
+
+def _coco_categories(count: int, rng: np.random.Generator) -> Callable[[int], int]:
+    """Digit label -> category id: the digits' 1..10, or (COCO 2017's 80) one of the eight
+    COCO ids whose index is the label mod 10, drawn from ``rng``."""
+    if count not in COCO_CATEGORY_COUNTS:
+        raise ValueError(f"categories must be one of {COCO_CATEGORY_COUNTS}, got {count}")
+    if count == len(CLASS_NAMES):
+        return lambda label: label + 1
+    ids = [i for i, _ in COCO_CATEGORIES]
+    per_label = len(ids) // len(CLASS_NAMES)
+    return lambda label: ids[label + len(CLASS_NAMES) * int(rng.integers(per_label))]
 
 
 def write_digits_coco(
@@ -330,13 +488,15 @@ def write_digits_coco(
     scale_range: tuple[int, int] = COCO_SCALE_RANGE,
     seed: int = 0,
     test_fraction: float = TEST_FRACTION,
+    categories: int = len(CLASS_NAMES),
 ) -> dict[str, Any]:
     """Write the COCO 2017 layout: ``root/{train2017,val2017}/*.jpg`` and ``root/annotations``.
 
     Each canvas holds ``digits_per_image`` (inclusive range) non-overlapping digits, each a
     square of side in ``scale_range`` (inclusive); boxes are the tight boxes of the pasted
-    digits' non-zero pixels. Categories 1..10 are "zero".."nine". Train canvases draw only
-    train digits, val canvases only test digits.
+    digits' non-zero pixels. Categories 1..10 are "zero".."nine" (``categories`` = 10), or
+    COCO 2017's 80 (``categories`` = 80). Train canvases draw only train digits, val canvases
+    only test digits.
     """
     with atomic_path(Path(root), directory=True) as tmp:
         summary = _write_coco(
@@ -347,6 +507,7 @@ def write_digits_coco(
             scale_range=scale_range,
             seed=seed,
             test_fraction=test_fraction,
+            categories=categories,
         )
     return {"path": str(root), **summary}
 
@@ -378,13 +539,20 @@ def write_all(
     coco_canvas_size: int = COCO_CANVAS_SIZE,
     coco_images_train: int = COCO_IMAGES_TRAIN,
     coco_images_val: int = COCO_IMAGES_VAL,
+    imagenet_classes: int = len(CLASS_NAMES),
+    imagenet_per_class: tuple[int, int] = (ALL_DIGITS, ALL_DIGITS),
+    coco_categories: int = len(CLASS_NAMES),
 ) -> dict[str, Any]:
-    """Write ``root/cifar10``, ``root/imagenet`` and ``root/coco`` from one split, atomically."""
+    """Write ``root/cifar10``, ``root/imagenet`` and ``root/coco`` from one split, atomically.
+
+    The defaults are the digits' own layout; ``imagenet_classes`` / ``imagenet_per_class``
+    and ``coco_categories`` give ILSVRC2012's and COCO 2017's class counts (module doc)."""
     root = Path(root)
     with atomic_path(root, directory=True) as tmp:
+        imagenet = (imagenet_size, seed, test_fraction, imagenet_classes, imagenet_per_class)
         summaries = {
             "cifar10": _write_cifar10(tmp / "cifar10", seed, test_fraction),
-            "imagenet": _write_imagenet(tmp / "imagenet", imagenet_size, seed, test_fraction),
+            "imagenet": _write_imagenet(tmp / "imagenet", *imagenet),
             "coco": _write_coco(
                 tmp / "coco",
                 canvas_size=coco_canvas_size,
@@ -393,6 +561,7 @@ def write_all(
                 scale_range=COCO_SCALE_RANGE,
                 seed=seed,
                 test_fraction=test_fraction,
+                categories=coco_categories,
             ),
         }
     return {name: {"path": str(root / name), **s} for name, s in summaries.items()}

@@ -24,6 +24,8 @@ MIN_LAYERS = 3  # a normal cell and the two reduction cells at 1/3 and 2/3 depth
 MAX_HUE = 0.5  # ColorJitter's hue lies in [0, 0.5]
 COLOR_JITTER_VALUES = 4  # brightness, contrast, saturation, hue (method §6)
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # pcdarts.runtime.resolve_device's names
+DIGIT_CLASSES = 10  # the embedded digits' classes (pipeline/embedded_data.py)
+EMBEDDED_COCO_CATEGORIES = (DIGIT_CLASSES, 80)  # the digits' own, or COCO 2017's 80
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,12 @@ RANGES: tuple[tuple[str, Rule], ...] = (
     ("data.embedded.test_fraction", within(0, 1, low_open=True, high_open=True)),
     ("data.embedded.*_size", at_least(1)),
     ("data.embedded.coco_images_*", at_least(1)),
+    ("data.embedded.imagenet_classes", at_least(2)),
+    ("data.embedded.imagenet_*_per_class", at_least(0)),
+    (
+        "data.embedded.coco_categories",
+        Rule(lambda v: v in EMBEDDED_COCO_CATEGORIES, "must be 10 (the digits) or 80 (COCO 2017)"),
+    ),
     ("data.augment.cifar_crop_padding", at_least(0)),
     ("data.augment.imagenet_crop_scale_min", FRACTION),
     ("*.C", at_least(1)),
@@ -214,6 +222,20 @@ def _loop_rules(p: Any) -> Iterator[Violation]:
             yield Violation(f"{key}.loop.lr_min", loop.lr_min, says)
 
 
+def _data_rules(p: Any) -> Iterator[Violation]:
+    e, key = p.data.embedded, "data.embedded"
+    per_class = (e.imagenet_train_per_class, e.imagenet_val_per_class)
+    if 0 in per_class and per_class != (0, 0):
+        says = f"and {key}.imagenet_val_per_class = {per_class[1]} must be both 0 or both >= 1"
+        yield Violation(f"{key}.imagenet_train_per_class", per_class[0], says)
+    if per_class == (0, 0) and e.imagenet_classes != DIGIT_CLASSES:
+        says = (
+            f"must be {DIGIT_CLASSES} when every digit is written once "
+            f"({key}.imagenet_*_per_class = 0); set images per class for more class folders"
+        )
+        yield Violation(f"{key}.imagenet_classes", e.imagenet_classes, says)
+
+
 def _divides(key: str, batch: int, world: int) -> Iterator[Violation]:
     if batch % world:
         says = f"must be divisible by the {world} processes (dist.nproc_per_node x dist.nnodes)"
@@ -230,6 +252,7 @@ def _launch_rules(p: Any) -> Iterator[Violation]:
 
 
 CONSISTENCY: tuple[Callable[[Any], Iterator[Violation]], ...] = (
+    _data_rules,
     _search_rules,
     _loop_rules,
     _launch_rules,

@@ -37,6 +37,9 @@ def prepare(p: Params, out: Path, final: Path) -> dict[str, Any]:
             coco_canvas_size=e.coco_canvas_size,
             coco_images_train=e.coco_images_train,
             coco_images_val=e.coco_images_val,
+            imagenet_classes=e.imagenet_classes,
+            imagenet_per_class=(e.imagenet_train_per_class, e.imagenet_val_per_class),
+            coco_categories=e.coco_categories,
         )
     elif p.data.download_cifar10:
         import torchvision  # noqa: PLC0415 - only when the user allowed a download

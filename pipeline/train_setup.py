@@ -22,15 +22,17 @@ from pipeline.paths import MANIFEST, prepare_outs, search_outs
 from pipeline.stage import augment_kwargs
 
 
-def genotype_for(dataset: str, cell: str, seed: int) -> tuple[Genotype, Path]:
+def genotype_for(
+    dataset: str, cell: str, seed: int, root: Path = REPO_ROOT
+) -> tuple[Genotype, Path]:
     """The cell and the run file of what it came from: ``searched`` (``search@<dataset>-
-    <seed>``'s genotype), ``searched:<other dataset>``, or through the one loader
-    ``random:<seed>``, a registry name or a JSON file (relative to the repository)."""
+    <seed>``'s genotype, under ``root``), ``searched:<other dataset>``, or through the one
+    loader ``random:<seed>``, a registry name or a JSON file (relative to the repository)."""
     name, _, searched_on = cell.partition(":")
     if name == SEARCHED:
         found = search_outs(searched_on or dataset, seed)
         stage = f"search@{searched_on or dataset}-{seed}"
-        return load_genotype(upstream(REPO_ROOT / found["genotype"], stage)), found["run"]
+        return load_genotype(upstream(root / found["genotype"], stage)), found["run"]
     return load_genotype(cell, root=REPO_ROOT), prepare_outs()["run"]
 
 

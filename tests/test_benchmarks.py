@@ -47,6 +47,21 @@ def test_search_step_compares_fast_with_oracle(capsys: pytest.CaptureFixture[str
     assert "oracle" in out and "speedup" in out
 
 
+def test_memory_k_runs_each_k_and_batch_and_skips_what_the_machine_cannot_hold(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bench = _load("memory_k")
+    tiny = "--C 4 --layers 3 --steps 1 --warmup 0 --probe-batch 2 --budget-gb 2"
+    rows = bench.main([*tiny.split(), "--ks", "4", "--batches", "4,8", "--machine-gb", "1e-4"])
+    (row,) = rows
+    assert row["k"] == 4 and row["runs"][4]["step_s"] > 0 and row["runs"][4]["peak_mb"] > 0
+    assert row["runs"][8]["does_not_fit"].startswith("not run: predicted")  # above 0.1 MB
+    assert row["line_from"] == [2, 4] and row["budget_batch"] % 8 == 0
+    assert math.isfinite(row["budget_epoch_min"]) and row["budget_epoch_min"] > 0
+    out = capsys.readouterr().out
+    assert "largest batch in 2 GB" in out and "paper: K=4" in out
+
+
 def test_divergence_pairs_start_at_rounding_size(capsys: pytest.CaptureFixture[str]) -> None:
     bench = _load("divergence")
     tiny = "--C 4 --layers 3 --k 2 --batch 4 --image-size 8 --steps 3 --every 1"

@@ -15,8 +15,10 @@ from pcdarts.data.checks import DatasetError
 from pcdarts.data.cifar import CIFAR10_FOLDER, check_cifar10, load_cifar10
 from pcdarts.data.coco import check_coco
 from pcdarts.data.imagenet import check_imagenet, load_imagenet
+from pcdarts.data.splits import split_per_class
 from pipeline.embedded_data import (
     CLASS_NAMES,
+    COCO_CATEGORIES,
     WNIDS,
     load_digits_uint8,
     write_all,
@@ -120,6 +122,48 @@ def test_coco_format(written: tuple[Path, dict[str, Any]]) -> None:
         per_image = [sum(a["image_id"] == i for a in doc["annotations"]) for i in images]
         assert min(per_image) >= 1 and max(per_image) <= 4
     assert check_coco(coco_root)["train2017"]["images"] == 12
+
+
+def test_imagenet_at_ilsvrc2012_shapes(tmp_path: Path) -> None:
+    """1,000 wnid folders of N images each, drawn from the digits of label class mod 10 (train
+    digits in train/, test digits in val/), at the asked size; the per-class subsets of the
+    search (method §5) find one weight and one arch image in every class."""
+    summary = write_digits_imagenet(
+        tmp_path / "imagenet", image_size=24, classes=1000, per_class=(2, 1)
+    )
+    train = load_imagenet(tmp_path / "imagenet", "train")
+    val = load_imagenet(tmp_path / "imagenet", "val")
+    assert len(train.classes) == 1000 == len(set(train.classes)) and train.classes == val.classes
+    assert all(len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in train.classes)
+    assert (
+        (len(train), len(val)) == (2000, 1000) == (summary["train_images"], summary["val_images"])
+    )
+    assert np.bincount(train.targets).tolist() == [2] * 1000
+    names = [Path(p).name for p, _ in val.samples]
+    assert len(set(names)) == 1000 and all(n.startswith("ILSVRC2012_val_") for n in names)
+    assert {train[i][0].size for i in (0, 1999)} == {(24, 24)}
+    weight, arch = split_per_class(train.targets, 0.1, 0.025)
+    assert len(weight) == len(arch) == 1000
+    checked = check_imagenet(tmp_path / "imagenet")
+    assert (checked["min_side"], len(checked["classes"])) == (24, 1000)
+
+
+def test_coco_with_coco_2017_categories(tmp_path: Path) -> None:
+    """COCO 2017's 80 ids (1..90 with ten unused) and names; an instance of digit d takes a
+    category whose index is d mod 10, and every annotation refers to one of them."""
+    _, labels = load_digits_uint8()
+    summary = write_digits_coco(tmp_path / "coco", seed=1, categories=80, **SMALL_COCO)
+    doc = json.loads((tmp_path / "coco" / "annotations" / "instances_train2017.json").read_text())
+    ids = [c["id"] for c in doc["categories"]]
+    assert len(ids) == 80 and ids[0] == 1 and ids[-1] == 90 and 12 not in ids
+    assert [c["name"] for c in doc["categories"]][:2] == ["person", "bicycle"]
+    assert summary["categories"] == [name for _, name in COCO_CATEGORIES]
+    for ann in doc["annotations"]:
+        assert ids.index(ann["category_id"]) % 10 == labels[ann["digit_index"]]
+    assert len({a["category_id"] for a in doc["annotations"]}) > 10  # more than one per digit
+    assert check_coco(tmp_path / "coco")["categories"] == summary["categories"]
+    with pytest.raises(ValueError, match="categories must be one of"):
+        write_digits_coco(tmp_path / "bad", categories=20, **SMALL_COCO)
 
 
 def test_coco_boxes_are_tight_and_do_not_overlap(tmp_path: Path) -> None:

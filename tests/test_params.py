@@ -78,6 +78,7 @@ BAD = [  # (key, value, rule, file the message points to: the tiny profile, else
     ("derive.imagenet_classes", 1, "must be >= 2", "pipeline/config.py"),
     ("dist.nproc_per_node", 0, "must be >= 1", "pipeline/config.py"),
     ("report.paper.ssd_coco_ap", -28.9, "must be >= 0", "pipeline/config.py"),
+    ("data.embedded.coco_categories", 20, "must be 10 (the digits) or 80", "pipeline/config.py"),
 ]
 
 
@@ -115,6 +116,16 @@ INCONSISTENT = [  # (overrides, key named, rule)
         "divisible by the 2 processes",
     ),
     ({"dist.nnodes": 2}, "dist.rdzv_endpoint", "must be host:port"),
+    (
+        {"data.embedded.imagenet_classes": 1000},
+        "data.embedded.imagenet_classes",
+        "must be 10 when every digit is written once",
+    ),
+    (
+        {"data.embedded.imagenet_val_per_class": 2},
+        "data.embedded.imagenet_train_per_class",
+        "must be both 0 or both >= 1",
+    ),
 ]
 
 
