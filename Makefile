@@ -87,7 +87,7 @@ bench: $(STAMP)
 
 ## The paper's memory claim: the search step for K = 1, 2, 4, 8 at batch 64 and 256 (a few minutes)
 bench-memory: $(STAMP)
-	python benchmarks/memory_k.py $(ARGS)
+	python benchmarks/memory_k.py --json benchmarks/results/memory_k.json $(ARGS)
 
 ## On a CUDA machine: the bf16 / channels-last tests, and their search-step throughput.
 test-gpu: $(STAMP)

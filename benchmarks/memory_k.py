@@ -27,9 +27,12 @@ import argparse
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,10 @@ from pcdarts.profiling import (
 )
 from pcdarts.runtime import resolve_device
 from pcdarts.search import Searcher
+from pipeline.io import write_json
 from pipeline.memory import available_memory_mb, memory_meter
+from reporting import memory_k
+from reporting.memory_k import MB_PER_GB, MEMORY_K_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10  # CIFAR-10
@@ -63,13 +69,6 @@ MACHINE_FRACTION = 0.8  # of the memory free now: a batch predicted above it is 
 BATCH_MULTIPLE = 8  # the largest batch within the budget, rounded down to a multiple of this
 WEIGHT_SPLIT = math.floor((1 - CIFAR_ARCH_FRACTION) * CIFAR10_IMAGES[0])  # 25,000 images
 SECONDS_PER_MINUTE = 60.0
-MB_PER_GB = GB / MB
-# The paper's statement, printed beside the table.
-PAPER = (
-    "paper: K=4 cuts the supernet's memory to about 1/4, so one 11 GB GTX 1080Ti takes batch "
-    "256 instead of DARTS' 64 and the search runs about 4x faster (0.1 against 1.0 GPU-days "
-    "with the second-order DARTS)"
-)
 
 
 def measure(args: argparse.Namespace, k: int, batch: int) -> dict[str, Any]:
@@ -119,6 +118,43 @@ def _worker(args: argparse.Namespace, k: int, batch: int) -> dict[str, Any]:
     return row
 
 
+def _machine(device: torch.device) -> str:
+    """The CPU's model, cores and memory, or the GPU's name: what the table was measured on."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        fields: dict[str, str] = {}
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        model = fields.get("model name", model)
+        if "cpu family" in fields:  # "AMD EPYC" alone does not say which generation
+            model += f" (family {fields['cpu family']} model {fields.get('model', '?')})"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    return f"{model}, {os.cpu_count()} cores, {total:.0f} GB"
+
+
+def _measured(args: argparse.Namespace, device: torch.device, wall_s: float) -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    cuda = device.type == "cuda"
+    return {
+        "date": date.today().isoformat(),
+        "commit": commit or "unknown",
+        "machine": _machine(device),
+        "device": device.type,
+        "threads": args.threads,
+        "command": " ".join(["python benchmarks/memory_k.py", *sys.argv[1:]]),
+        "wall_s": wall_s,
+        "peak": "CUDA max allocated"
+        if cuda
+        else "the process's resident-set high-water (torch and the model included)",
+    }
+
+
 def _point(row: dict[str, Any]) -> Point:
     return Point(row["batch"], {"search": row["step_s"]}, row["peak_mb"])
 
@@ -141,7 +177,7 @@ def compare_k(args: argparse.Namespace, k: int, machine_mb: float) -> dict[str, 
                 }
                 continue
         runs[batch] = _worker(args, k, batch)
-        print(f"  K={k} batch {batch}: {_cell(runs[batch])}", file=sys.stderr, flush=True)
+        print(f"  K={k} batch {batch}: {memory_k.cell(runs[batch])}", file=sys.stderr, flush=True)
     done = [_point(r) for r in runs.values() if "step_s" in r]
     row: dict[str, Any] = {"k": k, "runs": {b: runs[b] for b in asked}}
     if len(done) >= 2:
@@ -170,33 +206,6 @@ def compare_k(args: argparse.Namespace, k: int, machine_mb: float) -> dict[str, 
     return row
 
 
-def _cell(run: dict[str, Any]) -> str:
-    if "step_s" in run:
-        return f"{run['step_s']:.2f} s, {run['peak_mb'] / MB_PER_GB:.2f} GB"
-    return str(run["does_not_fit"])
-
-
-def format_table(rows: list[dict[str, Any]], batches: list[int], budget_gb: float) -> str:
-    base = next((r for r in rows if r["k"] == 1 and "mb_per_image" in r), None)
-    head = ["K", *(f"batch {b}: s/step, peak" for b in batches), "MB per image",
-            "K=1 / this", f"largest batch in {budget_gb:g} GB", "epoch min there"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [str(r["k"]), *(_cell(r["runs"][b]) for b in batches)]
-        if "mb_per_image" in r:
-            ratio = f"{base['mb_per_image'] / r['mb_per_image']:.2f}x" if base else "-"
-            cells += [
-                f"{r['mb_per_image']:.1f}",
-                ratio,
-                str(r["budget_batch"]),
-                f"{r['budget_epoch_min']:.0f}",
-            ]
-        else:
-            cells += ["-"] * 4
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--ks", default="1,2,4,8")
@@ -210,13 +219,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--probe-batch", type=int, default=PROBE_BATCH)
     parser.add_argument("--budget-gb", type=float, default=PAPER_CARD_GB)
     parser.add_argument("--machine-gb", type=float, default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--json", type=Path, default=None, help=f"also write the table here ({MEMORY_K_FILE})"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
         k, batch = (int(v) for v in args.worker.split(","))
         print(json.dumps(measure(args, k, batch)))
         return []
+    start = time.monotonic()
     machine_mb = _machine_mb(args)
     device = resolve_device(args.device)
     print(
@@ -228,10 +240,23 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     rows = [compare_k(args, int(k), machine_mb) for k in args.ks.split(",")]
     batches = sorted(int(b) for b in args.batches.split(","))
-    print(format_table(rows, batches, args.budget_gb))
-    print(PAPER)
+    print(memory_k.markdown(*memory_k.grid(rows, batches, args.budget_gb)))
+    print(memory_k.PAPER)
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        record = {
+            "measured": _measured(args, device, time.monotonic() - start),
+            "setup": {
+                "C": args.C,
+                "layers": args.layers,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "budget_gb": args.budget_gb,
+                "batches": batches,
+            },
+            "rows": rows,
+        }
+        write_json(args.json, record)
+        print(f"wrote {args.json}")
     return rows
 
 

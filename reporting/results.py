@@ -19,6 +19,7 @@ from pipeline.paths import (
     train_outs,
     transfer_outs,
 )
+from reporting import memory_k
 from reporting.counts import paper_scale_counts
 from reporting.render import Row, RunInfo
 from reporting.statistics import STABILITY_COLUMNS, k_ablation, searched_vs_random, seed_stability
@@ -227,6 +228,7 @@ def build_report(p: Params) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         )
     )
     blocks.append(("grid", grid))
+    blocks += memory_k_blocks(summary)
     blocks.append(("h2", "Search dynamics"))
     for dataset in DATASETS:
         stage = f"search@{dataset}-{p.seed}"
@@ -244,6 +246,18 @@ def build_report(p: Params) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         figure = report_outs()[f"dynamics_{dataset}"]
         blocks.append(("img", (figure.name, f"{dataset} search dynamics")))
     return blocks, summary
+
+
+def memory_k_blocks(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The paper's memory claim beside ``make bench-memory``'s table, with its machine; a
+    sentence saying how to measure it where this checkout has none."""
+    blocks: list[tuple[str, Any]] = [("h2", "The memory claim (partial channels, method §2, §5)")]
+    blocks.append(("p", memory_k.PAPER))
+    path = REPO_ROOT / memory_k.MEMORY_K_FILE
+    if not path.is_file():
+        return [*blocks, ("p", memory_k.NOT_MEASURED)]
+    table, measured_on, summary["memory_k"] = memory_k.load(path)
+    return [*blocks, ("grid", table), ("p", measured_on)]
 
 
 def _decision_text(dataset: str, d: dict[str, Any]) -> str:

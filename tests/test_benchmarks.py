@@ -4,12 +4,15 @@ speed is read off the printed table, never asserted by a timed test)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from reporting import memory_k
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -48,18 +51,37 @@ def test_search_step_compares_fast_with_oracle(capsys: pytest.CaptureFixture[str
 
 
 def test_memory_k_runs_each_k_and_batch_and_skips_what_the_machine_cannot_hold(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     bench = _load("memory_k")
     tiny = "--C 4 --layers 3 --steps 1 --warmup 0 --probe-batch 2 --budget-gb 2"
-    rows = bench.main([*tiny.split(), "--ks", "4", "--batches", "4,8", "--machine-gb", "1e-4"])
+    record = tmp_path / "memory_k.json"
+    rows = bench.main(
+        [
+            *tiny.split(),
+            "--ks",
+            "4",
+            "--batches",
+            "4,8",
+            "--machine-gb",
+            "1e-4",
+            "--json",
+            str(record),
+        ]
+    )
     (row,) = rows
     assert row["k"] == 4 and row["runs"][4]["step_s"] > 0 and row["runs"][4]["peak_mb"] > 0
     assert row["runs"][8]["does_not_fit"].startswith("not run: predicted")  # above 0.1 MB
     assert row["line_from"] == [2, 4] and row["budget_batch"] % 8 == 0
     assert math.isfinite(row["budget_epoch_min"]) and row["budget_epoch_min"] > 0
     out = capsys.readouterr().out
-    assert "largest batch in 2 GB" in out and "paper: K=4" in out
+    assert "largest batch in 2 GB" in out and "Paper: K=4" in out
+    # the file the report reads gives the table printed, and says where it was measured
+    saved = json.loads(record.read_text())
+    table = memory_k.markdown(*memory_k.grid(saved["rows"], saved["setup"]["batches"], 2.0))
+    assert table in out and "| 4 |" in table and "not run: predicted" in table
+    assert saved["measured"]["machine"] and saved["measured"]["device"] == "cpu"
+    assert "C=4, 3 cells" in memory_k.measured_on(saved)
 
 
 def test_divergence_pairs_start_at_rounding_size(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pcdarts.errors import UserError
 from pcdarts.genotypes import get_genotype, random_genotype
+from reporting import memory_k, results
 from reporting.render import Row, RunInfo, _table_html, _table_md, to_html, to_markdown
 from reporting.statistics import edge_agreement, k_ablation, searched_vs_random
 
@@ -68,3 +76,82 @@ def test_decision_text_says_plainly_whether_the_search_settled() -> None:
     assert "it decided" in settled and "from epoch 15 on (5 of 20" in settled
     moving = _decision_text("cifar10", {**d, "stable_since_epoch": 16, "stable_epochs": 4 - 1})
     assert "did not settle" in moving and "0.0310" in moving
+
+
+def _memory_record() -> dict[str, Any]:
+    run = {"k": 4, "batch": 64, "step_s": 4.21, "peak_mb": 2660.0}
+    return {
+        "measured": {
+            "date": "2026-12-05",
+            "commit": "abc1234",
+            "machine": "Some CPU, 2 cores, 25 GB",
+            "device": "cpu",
+            "threads": 1,
+            "command": "python benchmarks/memory_k.py",
+            "wall_s": 420.0,
+            "peak": "the process's resident-set high-water",
+        },
+        "setup": {
+            "C": 16,
+            "layers": 8,
+            "steps": 2,
+            "warmup": 1,
+            "budget_gb": 11.0,
+            "batches": [64],
+        },  # fmt: skip
+        "rows": [
+            {
+                "k": 1,
+                "runs": {"64": {**run, "k": 1, "peak_mb": 6850.0}},
+                "mb_per_image": 93.7,
+                "budget_batch": 104,
+                "budget_epoch_min": 84.0,
+            },  # fmt: skip
+            {
+                "k": 4,
+                "runs": {"64": run},
+                "mb_per_image": 29.4,
+                "budget_batch": 344,
+                "budget_epoch_min": 29.0,
+            },  # fmt: skip
+        ],
+    }
+
+
+def test_the_memory_claim_shows_the_benchmark_table_beside_the_paper(tmp_path: Path) -> None:
+    path = tmp_path / "memory_k.json"
+    path.write_text(json.dumps(_memory_record()))
+    (header, rows), measured_on, numbers = memory_k.load(path)
+    assert header[1] == "batch 64: s/step, peak" and header[-2] == "largest batch in 11 GB"
+    assert rows[1] == ["4", "4.21 s, 2.66 GB", "29.4", "3.19x", "344", "29"]
+    assert "Some CPU, 2 cores, 25 GB" in measured_on and "C=16, 8 cells" in measured_on
+    assert numbers["4"] == {"mb_per_image": 29.4, "budget_batch": 344}
+
+
+def test_the_report_says_how_to_measure_the_memory_claim_when_it_was_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    summary: dict[str, Any] = {}
+    blocks = results.memory_k_blocks(summary)
+    assert ("p", memory_k.PAPER) in blocks and ("p", memory_k.NOT_MEASURED) in blocks
+    assert "memory_k" not in summary
+    (tmp_path / memory_k.MEMORY_K_FILE).parent.mkdir(parents=True)
+    (tmp_path / memory_k.MEMORY_K_FILE).write_text(json.dumps(_memory_record()))
+    kinds = [kind for kind, _ in results.memory_k_blocks(summary)]
+    assert kinds == ["h2", "p", "grid", "p"] and set(summary["memory_k"]) == {"1", "4"}
+
+
+def test_a_damaged_memory_table_is_named_with_how_to_remeasure(tmp_path: Path) -> None:
+    path = tmp_path / "memory_k.json"
+    path.write_text('{"rows": []}')
+    with pytest.raises(UserError, match=r"memory_k.json is damaged.*make bench-memory"):
+        memory_k.load(path)
+
+
+def test_the_readme_memory_table_is_the_committed_measurement() -> None:
+    """README numbers come from benchmarks/results/memory_k.json: `python -m reporting.memory_k
+    readme` renders the block; a new measurement without it fails here."""
+    readme = memory_k.README.read_text()
+    block = readme[readme.index(memory_k.BEGIN) : readme.index(memory_k.END) + len(memory_k.END)]
+    assert block == memory_k.readme_block(memory_k.README.parent / memory_k.MEMORY_K_FILE)
