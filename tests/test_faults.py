@@ -150,12 +150,19 @@ def _kill_during_a_write(target: Path) -> bool:
     assert writer.stdout.readline().strip() == "0"  # one checkpoint written
     deadline = time.monotonic() + KILL_WINDOW_S
     while time.monotonic() < deadline:
-        partial = [p for p in target.parent.glob(".*.tmp") if p.stat().st_size > 0]
-        if partial:
+        if any(_size(p) for p in target.parent.glob(".*.tmp")):
             break
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
     return any(target.parent.glob(".*.tmp"))
+
+
+def _size(path: Path) -> int:
+    """The file's size, or 0 once the writer has renamed it into place (listed, then gone)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 KILL_WINDOW_S = 10  # a write of the 8 MB blob takes milliseconds; the loop always writes
