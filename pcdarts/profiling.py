@@ -16,6 +16,7 @@ slope). Nothing here prints or writes a file.
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import os
@@ -104,14 +105,47 @@ def free_memory_mb(device: torch.device) -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / MB
 
 
+# What an allocation failure says where it is not a MemoryError or CUDA's own error: the CPU
+# allocator's, the OS's (ENOMEM), Python's threading when a thread's stack cannot be mapped.
+ALLOCATION_FAILURES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+THREAD_FAILURE = "can't start new thread"
+# oneDNN reports a failed allocation of a primitive's scratchpad or JIT code only as this;
+# counted as an allocation failure under an address-space limit (the dry run's cap), where
+# it is what running into the cap looks like (seen in CI, 2026-12-05, in a conv2d).
+ONEDNN_FAILURE = "could not create a primitive"
+
+
+def _address_space_capped() -> bool:
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return soft != resource.RLIM_INFINITY
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation failure (CUDA's, or the CPU allocator's)."""
+    """Whether ``error`` is an allocation failure (CUDA's, the CPU allocator's, the OS's),
+    or was raised while handling one (a loader shutting down after it, say)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _is_allocation_failure(current):
+            return True
+        # the chain a traceback shows: the cause, else the context unless suppressed
+        suppressed = current.__suppress_context__ and current.__cause__ is None
+        current = None if suppressed else current.__cause__ or current.__context__
+    return False
+
+
+def _is_allocation_failure(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
         return True
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOMEM
+    if not isinstance(error, RuntimeError):
+        return False
     text = str(error).lower()
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
+    if any(failure in text for failure in ALLOCATION_FAILURES) or THREAD_FAILURE in text:
+        return True
+    return ONEDNN_FAILURE in text and _address_space_capped()
 
 
 def release_memory(device: torch.device) -> None:

@@ -46,6 +46,15 @@ def _snapshot() -> dict[str, tuple[int, int]]:
     return files
 
 
+def _diagnosis(result: subprocess.CompletedProcess[str], workspace: Path) -> str:
+    """What a failed dry run said, and the log tail of each stage that left no row."""
+    parts = [result.stdout[-2000:], result.stderr[-2000:]]
+    for log in sorted((workspace / "rows").glob("*.log")):
+        if not log.with_suffix(".json").exists():
+            parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)
+
+
 def _paper(stage: str) -> tuple[dict[str, Any], int]:
     family = stage.split("@")[0] if stage.startswith(("search_k", "train_")) else stage
     return PAPER[family.rsplit("-", 1)[0]]
@@ -65,7 +74,7 @@ def test_paper_dry_run_on_paper_format_data_forecasts_every_stage(tmp_path: Path
     result = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=DRY_RUN_TIMEOUT_S
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _diagnosis(result, workspace)
     assert _snapshot() == before
     summary = json.loads((workspace / "forecast.json").read_text())
     assert summary["profile"] == "paper" and summary["world"] == WORLD

@@ -3,8 +3,13 @@ ladder (measured, extrapolated, does not fit), steps per epoch and the forecast.
 
 from __future__ import annotations
 
+import errno
 import math
+import resource
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +38,8 @@ from pcdarts.profiling import (
 )
 from pcdarts.search import SearchConfig, Searcher
 from pcdarts.train import TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CPU = torch.device("cpu")
 
@@ -163,6 +170,43 @@ def test_out_of_memory_errors_are_recognised() -> None:
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("out of memory"))
+    assert is_out_of_memory(OSError(errno.ENOMEM, "Cannot allocate memory"))
+    assert not is_out_of_memory(OSError(errno.ENOENT, "No such file or directory"))
+    assert is_out_of_memory(RuntimeError("can't start new thread"))
+
+
+def test_a_failure_while_handling_an_out_of_memory_counts_as_one() -> None:
+    try:
+        try:
+            raise MemoryError
+        except MemoryError:
+            raise RuntimeError("DataLoader worker exited unexpectedly") from None
+    except RuntimeError as error:
+        assert not is_out_of_memory(error)  # `from None` hides its context on purpose...
+    try:
+        try:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        except RuntimeError:
+            raise RuntimeError("DataLoader worker exited unexpectedly")  # noqa: B904
+    except RuntimeError as error:
+        assert is_out_of_memory(error)  # ...a failure while shutting down does not
+
+
+def test_onednn_primitive_failures_count_only_under_an_address_space_cap() -> None:
+    error = RuntimeError("could not create a primitive")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    assert is_out_of_memory(error) == (soft != resource.RLIM_INFINITY)
+    code = (
+        "import resource; from pcdarts.profiling import is_out_of_memory; "
+        "hard = resource.getrlimit(resource.RLIMIT_AS)[1]; "
+        "cap = 1 << 45 if hard == resource.RLIM_INFINITY else hard; "
+        "resource.setrlimit(resource.RLIMIT_AS, (cap, hard)); "
+        "print(is_out_of_memory(RuntimeError('could not create a primitive')))"
+    )
+    capped = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert capped.stdout.strip() == "True"
 
 
 def test_steps_per_epoch_follow_the_sharded_sampler() -> None:
