@@ -71,12 +71,13 @@ def fusable(cell: nn.Module) -> bool:
 
 
 def cell_forward(
-    cell: SearchCell, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None
+    cell: SearchCell, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None
 ) -> Tensor:
-    """SearchCell.forward, grouped by input state. weights: (E, 8), weights2: (E,) or None."""
+    """SearchCell.forward, grouped by input state. weights: (E, 8), edge_weights: (E,) or
+    None."""
     states = [_preprocess(cell.preprocess0, s0), _preprocess(cell.preprocess1, s1)]
-    w_rows = weights.unbind(0)
-    b_rows = weights2.unbind(0) if weights2 is not None else None
+    op_rows = weights.unbind(0)
+    edge_rows = edge_weights.unbind(0) if edge_weights is not None else None
     mixed: list[Any] = [None] * cell.steps  # (N, c, H, W): the processed slice per node
     bypass: list[Any] = [None] * cell.steps  # (N, C - c, H, W): the rest, None at K=1
     k: int = cell._ops[0].k  # type: ignore[assignment]
@@ -86,17 +87,19 @@ def cell_forward(
         while done < 2 + node:  # every state feeding this node has its edges computed
             group = groups[done]
             ops: list[Any] = [cell._ops[e] for e in group.edges]
-            edge_w = torch.stack([w_rows[e] for e in group.edges])  # (E, 8)
-            betas = torch.stack([b_rows[e] for e in group.edges]) if b_rows is not None else None
-            if betas is not None:
-                edge_w = edge_w * betas.unsqueeze(1)
-            parts, passed = _group_forward(ops, states[group.state], edge_w)
+            op_w = torch.stack([op_rows[e] for e in group.edges])  # (E, 8)
+            edge_w = (
+                torch.stack([edge_rows[e] for e in group.edges]) if edge_rows is not None else None
+            )  # (E,)
+            if edge_w is not None:
+                op_w = op_w * edge_w.unsqueeze(1)
+            parts, passed = _group_forward(ops, states[group.state], op_w)
             for i, target in enumerate(group.nodes):
                 part = parts[:, i]
                 mixed[target] = part if mixed[target] is None else mixed[target] + part
                 if passed is not None:
-                    beta = betas[i] if betas is not None else None
-                    bypass[target] = _axpy(bypass[target], passed, beta)
+                    edge_weight = edge_w[i] if edge_w is not None else None
+                    bypass[target] = _axpy(bypass[target], passed, edge_weight)
             done += 1
         states.append(_shuffle_in(mixed[node], bypass[node], k))
     return torch.cat(states[-cell.steps :], dim=1)
@@ -137,8 +140,8 @@ def _shuffle_in(mixed: Tensor, bypass: Tensor | None, k: int) -> Tensor:
     return out.view(n, h, w, c * k).permute(0, 3, 1, 2)
 
 
-def _group_forward(ops: list[Any], x: Tensor, edge_w: Tensor) -> tuple[Tensor, Tensor | None]:
-    """The E edges leaving ``x`` (N, C, H, W), with (E, 8) op weights (beta folded in).
+def _group_forward(ops: list[Any], x: Tensor, op_w: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The E edges leaving ``x`` (N, C, H, W), with (E, 8) op weights (edge weights folded in).
 
     Returns their mixed slices (N, E, c, H/s, W/s) and the shared bypass (N, C - c, H/s,
     W/s), or None at K=1.
@@ -158,7 +161,7 @@ def _group_forward(ops: list[Any], x: Tensor, edge_w: Tensor) -> tuple[Tensor, T
     # Every op but skip_connect ends in a BN: the op's weight of each edge rides in as that
     # BN's per-channel scale, so the BN kernel applies it (and, in the arch step, yields its
     # gradient) instead of a separate multiply over the op's output and its backward.
-    scale = edge_w.t()  # (8, E)
+    scale = op_w.t()  # (8, E)
     terms: list[Tensor] = []
     for idx in (_MAX, _AVG):
         pooled = first._ops[idx][0](x_in)  # parameter-free: once for all edges

@@ -111,20 +111,23 @@ class SearchCell(nn.Module):
             for j in range(2 + i)
         )
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None) -> Tensor:
-        """weights: (E, 8) softmaxed alphas; weights2: (E,) edge weights or None (EN off)."""
+    def forward(
+        self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None
+    ) -> Tensor:
+        """weights: (E, 8) softmaxed alphas; edge_weights: (E,) the node-softmaxed betas
+        (method §3), or None (EN off)."""
         if self.fused and fused_cell.fusable(self):
-            return fused_cell.cell_forward(self, s0, s1, weights, weights2)
-        return self.forward_edges(s0, s1, weights, weights2)
+            return fused_cell.cell_forward(self, s0, s1, weights, edge_weights)
+        return self.forward_edges(s0, s1, weights, edge_weights)
 
     def forward_edges(
-        self, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None
+        self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None
     ) -> Tensor:
         """The straightforward forward, one MixedOp per edge: the oracle of the fused one."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         # unbind once per cell: its backward is one stack, not a zero-filled (E, 8) per edge
         w_ops = weights.unbind(0)
-        w_edges = weights2.unbind(0) if weights2 is not None else None
+        w_edges = edge_weights.unbind(0) if edge_weights is not None else None
         offset = 0
         for _ in range(self.steps):
             node: Tensor | None = None
@@ -214,15 +217,15 @@ class Supernet(nn.Module):
             False: F.softmax(self.alphas_normal, dim=-1),
             True: F.softmax(self.alphas_reduce, dim=-1),
         }
-        weights2: dict[bool, Tensor | None] = {False: None, True: None}
+        edge_w: dict[bool, Tensor | None] = {False: None, True: None}
         if self.edge_norm:
-            weights2 = {
+            edge_w = {
                 False: edge_weights(self.betas_normal),
                 True: edge_weights(self.betas_reduce),
             }
         s0, s1 = self.stem(x)
         for cell, reduction in zip(self.cells, self._reductions, strict=True):
-            s0, s1 = s1, cell(s0, s1, weights[reduction], weights2[reduction])
+            s0, s1 = s1, cell(s0, s1, weights[reduction], edge_w[reduction])
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
