@@ -23,11 +23,10 @@ from torch import Tensor
 
 from pcdarts.errors import MissingInputError, UserError
 from pcdarts.ops import PRIMITIVES
+from pcdarts.space import INPUTS_PER_NODE, NODES
 
 Gene = tuple[tuple[str, int], ...]
 
-NODES = 4  # intermediate nodes per cell in the DARTS space (method §1)
-INPUTS_PER_NODE = 2  # each node keeps its two strongest incoming edges (method §4)
 CELL_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
 GENOTYPE_SUFFIX = ".json"
 

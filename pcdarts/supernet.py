@@ -17,6 +17,7 @@ from pcdarts import fused as fused_cell
 from pcdarts.config import SEARCH_K_CIFAR10, SUPERNET_SHAPE
 from pcdarts.genotypes import Genotype, derivation_margin, derive_genotype, edge_weights
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
+from pcdarts.space import NODES, edges_per_cell, reduction_cells
 from pcdarts.stems import build_stem
 
 ARCH_INIT_SCALE = 1e-3  # alphas and betas start at 1e-3 * N(0, 1) (method §3, reference code)
@@ -152,7 +153,7 @@ class SupernetConfig:
     num_classes: int = 10  # 10 CIFAR-10, 1000 ImageNet
     k: int = SEARCH_K_CIFAR10  # partial-channel K (method §2): 4 CIFAR-10, 2 ImageNet
     edge_norm: bool = True  # method §3; off for the EN ablation
-    steps: int = 4  # intermediate nodes per cell (method §1)
+    steps: int = NODES  # intermediate nodes per cell (method §1)
     stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)
     fused: bool = True  # the grouped cell forward of pcdarts.fused; False: edge by edge
 
@@ -176,8 +177,9 @@ class Supernet(nn.Module):
         c_prev_prev, c_prev, c_curr = c_stem, c_stem, config.C
         self.cells = nn.ModuleList()
         self._reductions: list[bool] = []
+        reduction_at = reduction_cells(layers)
         for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+            reduction = i in reduction_at
             if reduction:
                 c_curr *= 2
             self.cells.append(
@@ -189,7 +191,7 @@ class Supernet(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, config.num_classes)
 
-        num_edges = sum(2 + i for i in range(steps))
+        num_edges = edges_per_cell(steps)
         num_ops = len(PRIMITIVES)
         self.alphas_normal = nn.Parameter(ARCH_INIT_SCALE * torch.randn(num_edges, num_ops))
         self.alphas_reduce = nn.Parameter(ARCH_INIT_SCALE * torch.randn(num_edges, num_ops))

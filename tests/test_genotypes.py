@@ -354,7 +354,8 @@ def test_stable_since_counts_the_unchanged_tail() -> None:
 
 
 def test_random_genotype_is_a_seeded_uniform_draw_from_the_darts_space() -> None:
-    from pcdarts.genotypes import INPUTS_PER_NODE, NODES, random_genotype
+    from pcdarts.genotypes import random_genotype
+    from pcdarts.space import INPUTS_PER_NODE, NODES
 
     g = random_genotype(3)
     assert g == random_genotype(3) != random_genotype(4)
