@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcdarts.genotypes import Choice, Genotype, derivation_choices
+from pcdarts.derivation import Choice, derivation_choices
+from pcdarts.genotypes import Genotype
 from pcdarts.search import Searcher
 from pcdarts.supernet import SearchCell
 from pipeline.config import REPO_ROOT, validate

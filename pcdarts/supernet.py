@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from pcdarts import fused as fused_cell
 from pcdarts.config import SEARCH_K_CIFAR10, SUPERNET_SHAPE
-from pcdarts.genotypes import Genotype, derivation_margin, derive_genotype, edge_weights
+from pcdarts.derivation import derivation_margin, derive_genotype, edge_weights
+from pcdarts.genotypes import Genotype
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
 from pcdarts.space import NODES, edges_per_cell, reduction_cells
 from pcdarts.stems import build_stem
@@ -238,7 +239,7 @@ class Supernet(nn.Module):
 
     def derivation_margin(self) -> float:
         """How clearly :meth:`genotype` decides: the smallest lead of one of its choices over
-        the runner-up (:func:`~pcdarts.genotypes.derivation_margin`)."""
+        the runner-up (:func:`~pcdarts.derivation.derivation_margin`)."""
         return derivation_margin(self.alphas_normal, self.alphas_reduce, *self._betas())
 
     def _betas(self) -> tuple[Tensor, Tensor] | tuple[None, None]:
