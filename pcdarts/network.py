@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcdarts.config import CIFAR10_NETWORK_SHAPE
+from pcdarts.config import CIFAR10_CLASSES, NetworkOptions
 from pcdarts.genotypes import Genotype, get_genotype
 from pcdarts.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
 from pcdarts.space import reduction_cells
@@ -124,15 +124,13 @@ class NetworkOutput(NamedTuple):
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
-    """A final network's shape; defaults are the CIFAR-10 evaluation network (method §6)."""
+class NetworkConfig(NetworkOptions):
+    """A final network; defaults are the CIFAR-10 evaluation network (method §6). Its size
+    and auxiliary head are :class:`~pcdarts.config.NetworkOptions` (C, layers, auxiliary)."""
 
     genotype: Genotype = field(default_factory=lambda: get_genotype("pc_darts_cifar"))  # §7
     stem: str = "cifar"  # method §5: "cifar" (3x3 conv to 3C) or "imagenet" (three convs)
-    C: int = CIFAR10_NETWORK_SHAPE.C  # initial channels, method §6 (ImageNet: 48)
-    layers: int = CIFAR10_NETWORK_SHAPE.layers  # cells, method §6 (ImageNet: 14)
-    num_classes: int = 10  # method §6: 10 CIFAR-10, 1000 ImageNet
-    auxiliary: bool = True  # auxiliary head at 2/3 of the depth, method §6
+    num_classes: int = CIFAR10_CLASSES  # method §6: 10 CIFAR-10, 1000 ImageNet
     stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcdarts import fused as fused_cell
-from pcdarts.config import SEARCH_K_CIFAR10, SUPERNET_SHAPE
+from pcdarts.config import CIFAR10_CLASSES, SupernetOptions
 from pcdarts.derivation import derivation_margin, derive_genotype, edge_weights
 from pcdarts.genotypes import Genotype
 from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
@@ -145,15 +145,12 @@ class SearchCell(nn.Module):
 
 
 @dataclass(frozen=True)
-class SupernetConfig:
-    """The search network's shape; defaults are the CIFAR-10 supernet (method §5)."""
+class SupernetConfig(SupernetOptions):
+    """The search network; defaults are the CIFAR-10 supernet (method §5). Its size, K and
+    EN are :class:`~pcdarts.config.SupernetOptions` (C, layers, k, edge_norm)."""
 
     stem: str = "cifar"  # method §5: "cifar" (3x3 conv to 3C) or "imagenet" (three convs)
-    C: int = SUPERNET_SHAPE.C  # initial channels, method §5 (both searches)
-    layers: int = SUPERNET_SHAPE.layers  # cells, method §5 (both searches)
-    num_classes: int = 10  # 10 CIFAR-10, 1000 ImageNet
-    k: int = SEARCH_K_CIFAR10  # partial-channel K (method §2): 4 CIFAR-10, 2 ImageNet
-    edge_norm: bool = True  # method §3; off for the EN ablation
+    num_classes: int = CIFAR10_CLASSES  # 10 CIFAR-10, 1000 ImageNet
     steps: int = NODES  # intermediate nodes per cell (method §1)
     stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)
     fused: bool = True  # the grouped cell forward of pcdarts.fused; False: edge by edge

@@ -6,7 +6,7 @@ runs exactly the search the pipeline runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,9 @@ def search_inputs(
     }
     weight_loader = make_loader(train_set, weight_idx, seed=seed, **loader_args)
     arch_loader = make_loader(train_set, arch_idx, seed=seed + 1, **loader_args)
-    model = create_model(
-        f"pcdarts_supernet_{dataset}",
-        C=sp.network.C,
-        layers=sp.network.layers,
-        num_classes=len(manifest["datasets"][dataset]["classes"]),
-        k=sp.network.k,
-        edge_norm=sp.network.edge_norm,
-    )
+    # The study's options (C, layers, K, EN) over the dataset's variant; classes from the data
+    classes = len(manifest["datasets"][dataset]["classes"])
+    model = create_model(f"pcdarts_supernet_{dataset}", num_classes=classes, **asdict(sp.network))
     assert isinstance(model, Supernet)  # the registry's name says so; mypy cannot
     return SearchInputs(
         sp, model, weight_loader, arch_loader, manifest, len(weight_idx) + len(arch_idx)

@@ -3,7 +3,7 @@ the network. The ``train`` stage's counterpart of :mod:`pipeline.search_setup`."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +70,10 @@ def train_inputs(
     loaders: dict[str, Any] = {"seed": p.seed, "num_workers": p.data.num_workers}
     train_loader = make_loader(train_set, None, batch, shuffle=True, **loaders)
     test_loader = make_loader(test_set, None, batch, shuffle=False, **loaders)
-    shape = {
-        "C": train_params.network.C,
-        "layers": train_params.network.layers,
-        "num_classes": len(manifest["datasets"][dataset]["classes"]),
-        "auxiliary": train_params.network.auxiliary,
-    }
+    # The study's options (C, layers, auxiliary head) over the dataset's variant; classes
+    # from the data
+    classes = len(manifest["datasets"][dataset]["classes"])
+    shape = {**asdict(train_params.network), "num_classes": classes}
     model = create_model(f"pcdarts_{dataset}", genotype=genotype, **shape)
     assert isinstance(model, Network)  # the registry's name says so; mypy cannot
     size = {
