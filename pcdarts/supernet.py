@@ -1,7 +1,10 @@
 """The PC-DARTS supernet: partial channel connections (method §2) + edge normalization (§3).
 
 One implementation for CIFAR and ImageNet; they differ only in the stem (see
-:mod:`pcdarts.stems`) and in K.
+:mod:`pcdarts.stems`) and in K. :class:`SearchCell`'s forward runs edge by edge, the
+straightforward oracle; :class:`pcdarts.fused.FusedSearchCell`, the default cell that
+:func:`pcdarts.create_model` picks, computes the same grouped by input state, reading the
+edges through the accessors below.
 """
 
 from __future__ import annotations
@@ -13,11 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcdarts import fused as fused_cell
 from pcdarts.config import CIFAR10_CLASSES, SupernetOptions
 from pcdarts.derivation import derivation_margin, derive_genotype, edge_weights
 from pcdarts.genotypes import Genotype
-from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
+from pcdarts.ops import (
+    PRIMITIVES,
+    DilConv,
+    FactorizedReduce,
+    PreActivated,
+    ReLUConvBN,
+    SepConv,
+    build_op,
+)
 from pcdarts.space import NODES, edges_per_cell, reduction_cells
 from pcdarts.stems import build_stem
 
@@ -56,6 +66,24 @@ class MixedOp(nn.Module):
         self._active = [i for i, p in enumerate(PRIMITIVES) if p != "none"]
         self._any_preact = any(isinstance(op, PreActivated) for op in self._ops)
 
+    def pool(self, name: str) -> tuple[nn.Module, nn.BatchNorm2d]:
+        """The pool primitive ``name`` and the BN that follows it (method §1)."""
+        op = self._ops[PRIMITIVES.index(name)]
+        assert isinstance(op, nn.Sequential) and isinstance(op[1], nn.BatchNorm2d)
+        return op[0], op[1]
+
+    def conv_chain(self, name: str) -> nn.Sequential:
+        """The layers of the sep/dil conv primitive ``name``, its leading ReLU first."""
+        op = self._ops[PRIMITIVES.index(name)]
+        assert isinstance(op, SepConv | DilConv)
+        return op.op
+
+    def reduce_skip(self) -> FactorizedReduce:
+        """skip_connect on a stride-2 edge: a FactorizedReduce (method §1)."""
+        op = self._ops[PRIMITIVES.index("skip_connect")]
+        assert isinstance(op, FactorizedReduce), "skip_connect is the identity at stride 1"
+        return op
+
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """x: (N, C, H, W), weights: (8,) softmaxed alphas -> (N, C, H/s, W/s)."""
         n, c = x.shape[:2]
@@ -84,7 +112,11 @@ class MixedOp(nn.Module):
 
 
 class SearchCell(nn.Module):
-    """A supernet cell: 2 inputs, ``steps`` nodes, each fed by a MixedOp from all earlier."""
+    """A supernet cell: 2 inputs, ``steps`` nodes, each fed by a MixedOp from all earlier.
+
+    Its forward runs one MixedOp per edge: the oracle of the grouped forward of
+    :class:`pcdarts.fused.FusedSearchCell`, which reads the edges through :meth:`edge`.
+    """
 
     def __init__(
         self,
@@ -95,13 +127,11 @@ class SearchCell(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         k: int,
-        fused: bool = True,
     ) -> None:
         super().__init__()
         self.reduction = reduction
         self.steps = steps
-        self.fused = fused  # the grouped forward of pcdarts.fused; False: edge by edge
-        self.input_groups = fused_cell.input_groups(steps)
+        self.k = k  # partial-channel K of every edge (method §2)
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
         else:
@@ -117,15 +147,7 @@ class SearchCell(nn.Module):
         self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None
     ) -> Tensor:
         """weights: (E, 8) softmaxed alphas; edge_weights: (E,) the node-softmaxed betas
-        (method §3), or None (EN off)."""
-        if self.fused and fused_cell.fusable(self):
-            return fused_cell.cell_forward(self, s0, s1, weights, edge_weights)
-        return self.forward_edges(s0, s1, weights, edge_weights)
-
-    def forward_edges(
-        self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None
-    ) -> Tensor:
-        """The straightforward forward, one MixedOp per edge: the oracle of the fused one."""
+        (method §3), or None (EN off) -> (N, steps * C, H/s, W/s), one MixedOp per edge."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         # unbind once per cell: its backward is one stack, not a zero-filled (E, 8) per edge
         w_ops = weights.unbind(0)
@@ -143,6 +165,12 @@ class SearchCell(nn.Module):
             states.append(node)
         return torch.cat(states[-self.steps :], dim=1)
 
+    def edge(self, index: int) -> MixedOp:
+        """The MixedOp of edge ``index`` (the row of the alphas, in node order)."""
+        op = self._ops[index]
+        assert isinstance(op, MixedOp)
+        return op
+
 
 @dataclass(frozen=True)
 class SupernetConfig(SupernetOptions):
@@ -153,7 +181,9 @@ class SupernetConfig(SupernetOptions):
     num_classes: int = CIFAR10_CLASSES  # 10 CIFAR-10, 1000 ImageNet
     steps: int = NODES  # intermediate nodes per cell (method §1)
     stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)
-    fused: bool = True  # the grouped cell forward of pcdarts.fused; False: edge by edge
+    # The cell create_model builds: pcdarts.fused.FusedSearchCell (grouped by input state);
+    # False: SearchCell, edge by edge (the oracle; same modules, same state dict)
+    fused: bool = True
 
 
 class Supernet(nn.Module):
@@ -161,12 +191,13 @@ class Supernet(nn.Module):
 
     Architecture weights (``alphas_*`` (E, 8), ``betas_*`` (E,)) are registered
     parameters, shared by all cells of a type; :meth:`arch_parameters` and
-    :meth:`weight_parameters` partition :meth:`parameters`.
+    :meth:`weight_parameters` partition :meth:`parameters`. Its cells are ``cell_type``'s:
+    :func:`pcdarts.create_model` passes the fused cell unless ``config.fused`` is False.
     """
 
-    def __init__(self, config: SupernetConfig) -> None:
+    def __init__(self, config: SupernetConfig, cell_type: type[SearchCell] = SearchCell) -> None:
         super().__init__()
-        steps, layers, k, fused = config.steps, config.layers, config.k, config.fused
+        steps, layers, k = config.steps, config.layers, config.k
         self.steps = steps
         self.edge_norm = edge_norm = config.edge_norm
         self.stem, c_stem, reduction_prev = build_stem(
@@ -181,7 +212,7 @@ class Supernet(nn.Module):
             if reduction:
                 c_curr *= 2
             self.cells.append(
-                SearchCell(steps, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, k, fused)
+                cell_type(steps, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, k)
             )
             self._reductions.append(reduction)
             reduction_prev = reduction
