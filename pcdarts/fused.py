@@ -24,6 +24,7 @@ order); the modules and therefore the state dict are the oracle's, untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, cast
 
 import torch
@@ -50,6 +51,7 @@ class InputGroup:
     nodes: tuple[int, ...]  # the intermediate node each edge feeds
 
 
+@cache
 def input_groups(steps: int) -> tuple[InputGroup, ...]:
     """Group a cell's edges by input state; state i feeds node j iff i < 2 + j (method §1)."""
     groups = []
@@ -67,28 +69,15 @@ def input_groups(steps: int) -> tuple[InputGroup, ...]:
 
 class FusedSearchCell(SearchCell):
     """A :class:`~pcdarts.supernet.SearchCell` whose forward is grouped by input state (the
-    module docstring): the same modules, parameters and state dict, created in the same
-    order, so the same seed initialises both alike. :func:`pcdarts.create_model` builds
-    supernets of these unless ``fused=False``.
+    module docstring): SearchCell's constructor, so the same modules, parameters and state
+    dict, created in the same order (the same seed initialises both alike).
+    :func:`pcdarts.create_model` builds supernets of these unless ``fused=False``.
 
     A SyncBatchNorm synchronises inside its own forward, which the grouped BN would bypass:
     once ``nn.SyncBatchNorm.convert_sync_batchnorm`` has converted the cell (it converts
     every BN of the module it is given; the distributed search converts the whole
     supernet), :attr:`grouped` is False and the forward is SearchCell's, edge by edge.
     """
-
-    def __init__(
-        self,
-        steps: int,
-        c_prev_prev: int,
-        c_prev: int,
-        channels: int,
-        reduction: bool,
-        reduction_prev: bool,
-        k: int,
-    ) -> None:
-        super().__init__(steps, c_prev_prev, c_prev, channels, reduction, reduction_prev, k)
-        self.input_groups = input_groups(steps)
 
     @property
     def grouped(self) -> bool:
@@ -114,7 +103,7 @@ def _grouped_forward(
     edge_rows = edge_weights.unbind(0) if edge_weights is not None else None
     mixed: list[Tensor | None] = [None] * cell.steps  # (N, c, H, W): the processed slice
     bypass: list[Tensor | None] = [None] * cell.steps  # (N, C - c, H, W): the rest, None at K=1
-    groups = cell.input_groups
+    groups = input_groups(cell.steps)
     done = 0
     for node in range(cell.steps):
         while done < 2 + node:  # every state feeding this node has its edges computed
