@@ -73,7 +73,9 @@ def train_inputs(
     # The study's options (C, layers, auxiliary head) over the dataset's variant; classes
     # from the data
     classes = len(manifest["datasets"][dataset]["classes"])
-    shape = {**asdict(train_params.network), "num_classes": classes}
+    options = asdict(train_params.network)
+    auxiliary = options.pop("auxiliary")  # recorded last, as checkpoints always have it
+    shape = {**options, "num_classes": classes, "auxiliary": auxiliary}
     model = create_model(f"pcdarts_{dataset}", genotype=genotype, **shape)
     assert isinstance(model, Network)  # the registry's name says so; mypy cannot
     size = {
