@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcdarts.genotypes import Choice, Genotype, derivation_choices
+from pcdarts.derivation import Choice, derivation_choices
+from pcdarts.genotypes import Genotype
 from pcdarts.search import Searcher
-from pcdarts.supernet import SearchCell
 from pipeline.config import REPO_ROOT, validate
 from pipeline.launch import configure_runtime
 from pipeline.search_setup import search_inputs
@@ -52,16 +52,12 @@ def run_search(
 ) -> list[dict[str, Any]]:
     """One search; its history (one record per epoch). ``variant``: base, init or oracle."""
     p = validate(compose_params(overrides), f"conf/ with overrides {overrides}")
-    s = search_inputs(p, dataset, seed, root=root)
+    s = search_inputs(p, dataset, seed, root=root, fused=variant != "oracle")
     model = s.model
     if variant == "init":
         with torch.no_grad():
             for w in model.weight_parameters():
                 w.copy_(torch.nextafter(w, torch.full_like(w, math.inf)))
-    elif variant == "oracle":
-        for cell in model.cells:
-            assert isinstance(cell, SearchCell)
-            cell.fused = False  # the forward create_model(..., fused=False) builds
     searcher = Searcher(model, s.params.loop, torch.device("cpu"), show_progress=False)
     return searcher.run(s.weight_loader, s.arch_loader).history
 

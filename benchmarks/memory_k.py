@@ -40,9 +40,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pcdarts import SearchConfig, Supernet, create_model
-from pcdarts.config import SUPERNET_SHAPE
-from pcdarts.data.splits import CIFAR_ARCH_FRACTION
-from pcdarts.data.transforms import CIFAR_IMAGE_SIZE
+from pcdarts.config import CIFAR_ARCH_FRACTION, CIFAR_IMAGE_SIZE, SUPERNET_SHAPE
 from pcdarts.profiling import (
     CIFAR10_IMAGES,
     GB,

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from detection.checkpoint import BACKBONE_PREFIX, load_backbone_state
 from pcdarts import create_model, load_genotype
 from pcdarts.config import IMAGENET_NETWORK_SHAPE
+from pcdarts.network import cell_outputs
+from pcdarts.space import MIN_LAYERS
 
 
 @MODELS.register_module()
@@ -73,13 +75,9 @@ class PCDARTSBackbone(BaseModule):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """x: (N, 3, H, W) -> the cells in ``out_indices``, (N, C_i, H / s_i, W / s_i)."""
-        outs = []
-        s0, s1 = self.stem(x)
-        for i, cell in enumerate(self.cells[: self.out_indices[-1] + 1]):
-            s0, s1 = s1, cell(s0, s1, 0.0)  # no drop path in detection
-            if i in self.out_indices:
-                outs.append(s1)
-        return tuple(outs)
+        stop = self.out_indices[-1] + 1  # no drop path in detection
+        cells = cell_outputs(self.stem, self.cells, x, drop_prob=0.0, stop=stop)
+        return tuple(out for i, out in enumerate(cells) if i in self.out_indices)
 
     def frozen_modules(self) -> list[nn.Module]:
         """The stem and the first ``frozen_stages`` cells (none for -1)."""
@@ -134,8 +132,10 @@ def _check_arguments(
 ) -> None:
     if C < 2 or C % 2:
         raise ValueError(f"PCDARTSBackbone: C must be an even number >= 2, got {C}")
-    if layers < 3:
-        raise ValueError(f"PCDARTSBackbone: layers must be >= 3 (two reductions), got {layers}")
+    if layers < MIN_LAYERS:
+        raise ValueError(
+            f"PCDARTSBackbone: layers must be >= {MIN_LAYERS} (two reductions), got {layers}"
+        )
     indices = list(out_indices)
     if not indices or indices != sorted(set(indices)):
         raise ValueError(f"PCDARTSBackbone: out_indices must increase, got {out_indices}")

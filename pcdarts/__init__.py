@@ -6,16 +6,9 @@ A pure library: no tracking, no file writes, no work at import time.
 from pcdarts.architect import Architect
 from pcdarts.config import ArchitectConfig, SearchConfig, TrainConfig
 from pcdarts.counting import count_macs, count_params
+from pcdarts.derivation import derive_genotype, edge_weights
 from pcdarts.errors import MissingInputError, UserError
-from pcdarts.genotypes import (
-    GENOTYPES,
-    Genotype,
-    GenotypeError,
-    derive_genotype,
-    edge_weights,
-    get_genotype,
-    load_genotype,
-)
+from pcdarts.genotypes import GENOTYPES, Genotype, GenotypeError, get_genotype, load_genotype
 from pcdarts.models import create_model, list_models
 from pcdarts.network import Network, NetworkConfig, NetworkOutput
 from pcdarts.ops import OPS, PRIMITIVES

@@ -26,6 +26,51 @@ SEARCH_K_CIFAR10 = 4  # partial-channel K of the CIFAR-10 search (method §2, §
 SEARCH_K_IMAGENET = 2  # partial-channel K of the ImageNet search (method §5)
 CIFAR10_NETWORK_SHAPE = Shape(C=36, layers=20)  # the CIFAR-10 evaluation network, method §6
 IMAGENET_NETWORK_SHAPE = Shape(C=48, layers=14)  # the ImageNet mobile-setting network, method §6
+CIFAR10_CLASSES = 10
+IMAGENET_CLASSES = 1000  # ILSVRC2012
+
+# Search splits: CIFAR-10 50/50 weights/arch; ImageNet 10% + 2.5% per class (method §5).
+CIFAR_ARCH_FRACTION = 0.5
+IMAGENET_WEIGHT_FRACTION = 0.1
+IMAGENET_ARCH_FRACTION = 0.025
+
+# Inputs and augmentation (method §5-6); pcdarts.data.transforms and the params schema read
+# them here.
+CIFAR_IMAGE_SIZE = 32  # CIFAR-10 images are 32x32 (method §5 "random crop 32 pad 4")
+CIFAR_CROP_PADDING = 4  # method §5-6: random crop 32, pad 4
+CUTOUT_LENGTH = 16  # method §6: cutout of the CIFAR-10 evaluation (DARTS)
+IMAGENET_IMAGE_SIZE = 224  # method §5-6: random resized crop 224
+# RandomResizedCrop's area lower bound (torchvision's default, the reference's)
+IMAGENET_CROP_SCALE_MIN = 0.08
+# Colour jitter (brightness, contrast, saturation, hue) of the ImageNet retraining (method §6).
+IMAGENET_COLOR_JITTER: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2)
+
+
+@dataclass(frozen=True)
+class SupernetOptions:
+    """What a study chooses for its supernet: size, K and EN; defaults are the CIFAR-10
+    search (method §5). :class:`~pcdarts.supernet.SupernetConfig` adds what follows from
+    the dataset (stem, classes); the params schema embeds this as ``search.<ds>.network``."""
+
+    C: int = SUPERNET_SHAPE.C  # initial channels, method §5 (both searches)
+    layers: int = SUPERNET_SHAPE.layers  # cells, method §5 (both searches)
+    k: int = SEARCH_K_CIFAR10  # partial-channel K (method §2): 4 CIFAR-10, 2 ImageNet
+    edge_norm: bool = True  # method §3; off for the EN ablation
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """What a study chooses for a final network: size and the auxiliary head; defaults are
+    the CIFAR-10 evaluation network (method §6). :class:`~pcdarts.network.NetworkConfig`
+    adds the cell and what follows from the dataset (stem, classes)."""
+
+    C: int = CIFAR10_NETWORK_SHAPE.C  # initial channels, method §6 (ImageNet: 48)
+    layers: int = CIFAR10_NETWORK_SHAPE.layers  # cells, method §6 (ImageNet: 14)
+    auxiliary: bool = True  # auxiliary head at 2/3 of the depth, method §6
+
+
+IMAGENET_SEARCH_NETWORK = SupernetOptions(k=SEARCH_K_IMAGENET)  # method §5
+IMAGENET_NETWORK = NetworkOptions(C=IMAGENET_NETWORK_SHAPE.C, layers=IMAGENET_NETWORK_SHAPE.layers)
 
 
 @dataclass(frozen=True)

@@ -24,20 +24,21 @@ order); the modules and therefore the state dict are the oracle's, untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import cache
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcdarts.ops import PRIMITIVES, FactorizedReduce
+from pcdarts.supernet import MixedOp, SearchCell
 
-if TYPE_CHECKING:
-    from pcdarts.supernet import SearchCell
-
-_MAX, _AVG, _SKIP = (PRIMITIVES.index(p) for p in ("max_pool_3x3", "avg_pool_3x3", "skip_connect"))
+_POOLS = tuple((PRIMITIVES.index(p), p) for p in ("max_pool_3x3", "avg_pool_3x3"))
+_SKIP = PRIMITIVES.index("skip_connect")
 _CONVS = tuple(
-    PRIMITIVES.index(p) for p in ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+    (PRIMITIVES.index(p), p)
+    for p in ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 )
 
 
@@ -50,6 +51,7 @@ class InputGroup:
     nodes: tuple[int, ...]  # the intermediate node each edge feeds
 
 
+@cache
 def input_groups(steps: int) -> tuple[InputGroup, ...]:
     """Group a cell's edges by input state; state i feeds node j iff i < 2 + j (method §1)."""
     groups = []
@@ -65,40 +67,66 @@ def input_groups(steps: int) -> tuple[InputGroup, ...]:
     return tuple(groups)
 
 
-def fusable(cell: nn.Module) -> bool:
-    """Plain BatchNorm2d only: a SyncBatchNorm must see its own forward to synchronise."""
-    return not any(isinstance(m, nn.SyncBatchNorm) for m in cell.modules())
+class FusedSearchCell(SearchCell):
+    """A :class:`~pcdarts.supernet.SearchCell` whose forward is grouped by input state (the
+    module docstring): SearchCell's constructor, so the same modules, parameters and state
+    dict, created in the same order (the same seed initialises both alike).
+    :func:`pcdarts.create_model` builds supernets of these unless ``fused=False``.
+
+    A SyncBatchNorm synchronises inside its own forward, which the grouped BN would bypass:
+    once ``nn.SyncBatchNorm.convert_sync_batchnorm`` has converted the cell (it converts
+    every BN of the module it is given; the distributed search converts the whole
+    supernet), :attr:`grouped` is False and the forward is SearchCell's, edge by edge.
+    """
+
+    @property
+    def grouped(self) -> bool:
+        """Whether :meth:`forward` runs grouped: plain BatchNorm2d, not SyncBatchNorm (one
+        of the cell's BNs tells, as the conversion replaces them all)."""
+        return not isinstance(self.preprocess1.bn, nn.SyncBatchNorm)
+
+    def forward(
+        self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None
+    ) -> Tensor:
+        """SearchCell.forward, grouped by input state. weights: (E, 8), edge_weights: (E,) or
+        None -> (N, steps * C, H/s, W/s)."""
+        if not self.grouped:
+            return super().forward(s0, s1, weights, edge_weights)
+        return _grouped_forward(self, s0, s1, weights, edge_weights)
 
 
-def cell_forward(
-    cell: SearchCell, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None
+def _grouped_forward(
+    cell: FusedSearchCell, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None
 ) -> Tensor:
-    """SearchCell.forward, grouped by input state. weights: (E, 8), weights2: (E,) or None."""
     states = [_preprocess(cell.preprocess0, s0), _preprocess(cell.preprocess1, s1)]
-    w_rows = weights.unbind(0)
-    b_rows = weights2.unbind(0) if weights2 is not None else None
-    mixed: list[Any] = [None] * cell.steps  # (N, c, H, W): the processed slice per node
-    bypass: list[Any] = [None] * cell.steps  # (N, C - c, H, W): the rest, None at K=1
-    k: int = cell._ops[0].k  # type: ignore[assignment]
-    groups = cell.input_groups
+    op_rows = weights.unbind(0)
+    edge_rows = edge_weights.unbind(0) if edge_weights is not None else None
+    mixed: list[Tensor | None] = [None] * cell.steps  # (N, c, H, W): the processed slice
+    bypass: list[Tensor | None] = [None] * cell.steps  # (N, C - c, H, W): the rest, None at K=1
+    groups = input_groups(cell.steps)
     done = 0
     for node in range(cell.steps):
         while done < 2 + node:  # every state feeding this node has its edges computed
             group = groups[done]
-            ops: list[Any] = [cell._ops[e] for e in group.edges]
-            edge_w = torch.stack([w_rows[e] for e in group.edges])  # (E, 8)
-            betas = torch.stack([b_rows[e] for e in group.edges]) if b_rows is not None else None
-            if betas is not None:
-                edge_w = edge_w * betas.unsqueeze(1)
-            parts, passed = _group_forward(ops, states[group.state], edge_w)
+            ops = [cell.edge(e) for e in group.edges]
+            op_w = torch.stack([op_rows[e] for e in group.edges])  # (E, 8)
+            edge_w = (
+                torch.stack([edge_rows[e] for e in group.edges]) if edge_rows is not None else None
+            )  # (E,)
+            if edge_w is not None:
+                op_w = op_w * edge_w.unsqueeze(1)
+            parts, passed = _group_forward(ops, states[group.state], op_w)
             for i, target in enumerate(group.nodes):
                 part = parts[:, i]
-                mixed[target] = part if mixed[target] is None else mixed[target] + part
+                acc = mixed[target]
+                mixed[target] = part if acc is None else acc + part
                 if passed is not None:
-                    beta = betas[i] if betas is not None else None
-                    bypass[target] = _axpy(bypass[target], passed, beta)
+                    edge_weight = edge_w[i] if edge_w is not None else None
+                    bypass[target] = _axpy(bypass[target], passed, edge_weight)
             done += 1
-        states.append(_shuffle_in(mixed[node], bypass[node], k))
+        node_mixed = mixed[node]
+        assert node_mixed is not None  # every node has at least two input edges
+        states.append(_shuffle_in(node_mixed, bypass[node], cell.k))
     return torch.cat(states[-cell.steps :], dim=1)
 
 
@@ -137,8 +165,8 @@ def _shuffle_in(mixed: Tensor, bypass: Tensor | None, k: int) -> Tensor:
     return out.view(n, h, w, c * k).permute(0, 3, 1, 2)
 
 
-def _group_forward(ops: list[Any], x: Tensor, edge_w: Tensor) -> tuple[Tensor, Tensor | None]:
-    """The E edges leaving ``x`` (N, C, H, W), with (E, 8) op weights (beta folded in).
+def _group_forward(ops: list[MixedOp], x: Tensor, op_w: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The E edges leaving ``x`` (N, C, H, W), with (E, 8) op weights (edge weights folded in).
 
     Returns their mixed slices (N, E, c, H/s, W/s) and the shared bypass (N, C - c, H/s,
     W/s), or None at K=1.
@@ -158,16 +186,16 @@ def _group_forward(ops: list[Any], x: Tensor, edge_w: Tensor) -> tuple[Tensor, T
     # Every op but skip_connect ends in a BN: the op's weight of each edge rides in as that
     # BN's per-channel scale, so the BN kernel applies it (and, in the arch step, yields its
     # gradient) instead of a separate multiply over the op's output and its backward.
-    scale = edge_w.t()  # (8, E)
+    scale = op_w.t()  # (8, E)
     terms: list[Tensor] = []
-    for idx in (_MAX, _AVG):
-        pooled = first._ops[idx][0](x_in)  # parameter-free: once for all edges
-        bns = [op._ops[idx][1] for op in ops]
+    for idx, name in _POOLS:
+        pooled = first.pool(name)[0](x_in)  # parameter-free: once for all edges
+        bns = [op.pool(name)[1] for op in ops]
         terms.append(_batch_norm(_repeat(pooled, n_edges), bns, scale[idx]))
     if stride > 1:
-        terms.append(_factorized_reduce(x_relu, [op._ops[_SKIP] for op in ops], scale[_SKIP]))
-    for idx in _CONVS:
-        terms.append(_conv_chain(x_rep, [op._ops[idx].op for op in ops], n_edges, scale[idx]))
+        terms.append(_factorized_reduce(x_relu, [op.reduce_skip() for op in ops], scale[_SKIP]))
+    for idx, name in _CONVS:
+        terms.append(_conv_chain(x_rep, [op.conv_chain(name) for op in ops], n_edges, scale[idx]))
 
     out: Tensor | None = None
     for y in terms:
@@ -203,7 +231,7 @@ def _repeat(x: Tensor, times: int) -> Tensor:
     return torch.cat([x] * times, dim=1) if times > 1 else x
 
 
-def _conv_chain(x: Tensor, seqs: list[Any], n_edges: int, scale: Tensor) -> Tensor:
+def _conv_chain(x: Tensor, seqs: list[nn.Sequential], n_edges: int, scale: Tensor) -> Tensor:
     """A SepConv/DilConv ``op`` sequence of every edge at once, on the repeated ReLU input,
     its output times ``scale`` (E,) per edge (applied by the final BN).
 
@@ -216,14 +244,15 @@ def _conv_chain(x: Tensor, seqs: list[Any], n_edges: int, scale: Tensor) -> Tens
             x = torch.relu(x)
         elif isinstance(layer, nn.BatchNorm2d):
             last = pos == len(layers) - 1
-            x = _batch_norm(x, [seq[pos] for seq in seqs], scale if last else None)
+            bns = [cast(nn.BatchNorm2d, seq[pos]) for seq in seqs]  # the edges' alike
+            x = _batch_norm(x, bns, scale if last else None)
         else:
-            assert isinstance(layer, nn.Conv2d)
-            weight = torch.cat([seq[pos].weight for seq in seqs])
+            assert isinstance(layer, nn.Conv2d) and not isinstance(layer.padding, str)
+            weight = torch.cat([cast(nn.Conv2d, seq[pos]).weight for seq in seqs])
             # depthwise: one group per channel of every edge; pointwise: one group per edge
             groups = x.shape[1] if layer.groups > 1 else n_edges
             stride, dilation = tuple(layer.stride), tuple(layer.dilation)
-            padding: tuple[int, ...] = tuple(layer.padding)  # type: ignore[arg-type]
+            padding = tuple(layer.padding)
             if stride == dilation == (2, 2) and padding[0] % 2 == padding[1] % 2 == 0:
                 # A stride-2 conv dilated by 2 (stride-2 dil_conv) reads even pixels only:
                 # it is the plain stride-1 conv of the even pixels, with half the padding.
@@ -235,7 +264,7 @@ def _conv_chain(x: Tensor, seqs: list[Any], n_edges: int, scale: Tensor) -> Tens
     return x
 
 
-def _factorized_reduce(x_relu: Tensor, frs: list[Any], scale: Tensor | None) -> Tensor:
+def _factorized_reduce(x_relu: Tensor, frs: list[FactorizedReduce], scale: Tensor | None) -> Tensor:
     """FactorizedReduce of every edge (stride-2 skip_connect), times ``scale`` (E,) per edge
     when given -> (N, E*c, H/2, W/2). H and W even."""
     n_edges = len(frs)
@@ -251,7 +280,7 @@ def _factorized_reduce(x_relu: Tensor, frs: list[Any], scale: Tensor | None) -> 
     return _batch_norm(y.reshape(n, -1, h, w), [fr.bn for fr in frs], scale)
 
 
-def _batch_norm(x: Tensor, bns: list[Any], scale: Tensor | None = None) -> Tensor:
+def _batch_norm(x: Tensor, bns: list[nn.BatchNorm2d], scale: Tensor | None = None) -> Tensor:
     """The BNs of E edges over their E*c stacked channels, each with its own statistics,
     each edge's output times ``scale[e]`` when given (folded into the BN's affine).
 
@@ -260,16 +289,18 @@ def _batch_norm(x: Tensor, bns: list[Any], scale: Tensor | None = None) -> Tenso
     """
     bn = bns[0]
     n_edges = len(bns)
+    if any(isinstance(b, nn.SyncBatchNorm) for b in bns):  # FusedSearchCell.grouped says no
+        raise TypeError("a SyncBatchNorm in a grouped BN: convert the whole cell to SyncBatchNorm")
     if bn.momentum is None or not bn.track_running_stats:  # not in the supernet; kept exact
         y = torch.cat([b(z) for b, z in zip(bns, x.chunk(n_edges, dim=1), strict=True)], 1)
         if scale is None:
             return y
         return y * scale.repeat_interleave(x.shape[1] // n_edges).view(1, -1, 1, 1)
     training = bn.training
-    mean = _cat([b.running_mean for b in bns])
-    var = _cat([b.running_var for b in bns])
-    weight = _cat([b.weight for b in bns]) if bn.affine else None
-    bias = _cat([b.bias for b in bns]) if bn.affine else None
+    mean = _cat([_tensor(b.running_mean) for b in bns])
+    var = _cat([_tensor(b.running_var) for b in bns])
+    weight = _cat([_tensor(b.weight) for b in bns]) if bn.affine else None
+    bias = _cat([_tensor(b.bias) for b in bns]) if bn.affine else None
     if scale is not None:
         per_channel = scale.repeat_interleave(x.shape[1] // n_edges)
         weight = per_channel if weight is None else weight * per_channel
@@ -279,10 +310,16 @@ def _batch_norm(x: Tensor, bns: list[Any], scale: Tensor | None = None) -> Tenso
         with torch.no_grad():
             for b, m, v in zip(bns, mean.chunk(n_edges), var.chunk(n_edges), strict=True):
                 if n_edges > 1:
-                    b.running_mean.copy_(m)
-                    b.running_var.copy_(v)
-                b.num_batches_tracked.add_(1)
+                    _tensor(b.running_mean).copy_(m)
+                    _tensor(b.running_var).copy_(v)
+                _tensor(b.num_batches_tracked).add_(1)
     return out
+
+
+def _tensor(t: Tensor | None) -> Tensor:
+    """A BN's optional buffer or parameter that the supernet's BNs have (track_running_stats)."""
+    assert t is not None
+    return t
 
 
 def _cat(tensors: list[Tensor]) -> Tensor:

@@ -11,25 +11,31 @@ with its name. Every model's ``forward`` returns logits (N, classes).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Literal, overload
 
-from pcdarts.config import IMAGENET_NETWORK_SHAPE, SEARCH_K_IMAGENET
+from pcdarts.config import (
+    IMAGENET_CLASSES,
+    IMAGENET_NETWORK,
+    IMAGENET_SEARCH_NETWORK,
+)
+from pcdarts.fused import FusedSearchCell
 from pcdarts.genotypes import get_genotype
 from pcdarts.network import Network, NetworkConfig
-from pcdarts.supernet import Supernet, SupernetConfig
+from pcdarts.supernet import SearchCell, Supernet, SupernetConfig
 
 # The variants' defaults. Supernets: method §5; final networks: method §6 (the paper's cells,
 # method §7). CIFAR-10 ones are the configs' own defaults.
 SUPERNET_CIFAR10 = SupernetConfig()
-SUPERNET_IMAGENET = SupernetConfig(stem="imagenet", num_classes=1000, k=SEARCH_K_IMAGENET)
+SUPERNET_IMAGENET = SupernetConfig(
+    stem="imagenet", num_classes=IMAGENET_CLASSES, **asdict(IMAGENET_SEARCH_NETWORK)
+)
 NETWORK_CIFAR10 = NetworkConfig()
 NETWORK_IMAGENET = NetworkConfig(
     genotype=get_genotype("pc_darts_imagenet"),
     stem="imagenet",
-    C=IMAGENET_NETWORK_SHAPE.C,
-    layers=IMAGENET_NETWORK_SHAPE.layers,
-    num_classes=1000,
+    num_classes=IMAGENET_CLASSES,
+    **asdict(IMAGENET_NETWORK),
 )
 
 _MODELS: dict[str, Callable[..., Supernet | Network]] = {}
@@ -41,16 +47,21 @@ def register_model(factory: Callable[..., Supernet | Network]) -> Callable[..., 
     return factory
 
 
+def _supernet(config: SupernetConfig) -> Supernet:
+    """The supernet of ``config``, its cells the fused ones unless ``config.fused`` is False."""
+    return Supernet(config, FusedSearchCell if config.fused else SearchCell)
+
+
 @register_model
 def pcdarts_supernet_cifar10(**overrides: Any) -> Supernet:
     """The CIFAR-10 supernet: 3x3 stem, C=16, 8 cells, K=4, edge normalisation (method §5)."""
-    return Supernet(replace(SUPERNET_CIFAR10, **overrides))
+    return _supernet(replace(SUPERNET_CIFAR10, **overrides))
 
 
 @register_model
 def pcdarts_supernet_imagenet(**overrides: Any) -> Supernet:
     """The ImageNet supernet: three stride-2 convs, C=16, 8 cells, K=2 (method §5)."""
-    return Supernet(replace(SUPERNET_IMAGENET, **overrides))
+    return _supernet(replace(SUPERNET_IMAGENET, **overrides))
 
 
 @register_model

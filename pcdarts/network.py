@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcdarts.config import CIFAR10_NETWORK_SHAPE
+from pcdarts.config import CIFAR10_CLASSES, NetworkOptions
 from pcdarts.genotypes import Genotype, get_genotype
 from pcdarts.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
+from pcdarts.space import reduction_cells
 from pcdarts.stems import build_stem
 
 AUX_HIDDEN = (128, 768)  # auxiliary head widths (DARTS reference code)
@@ -63,6 +66,23 @@ class Cell(nn.Module):
         return torch.cat([states[i] for i in self._concat], dim=1)
 
 
+def cell_outputs(
+    stem: nn.Module,
+    cells: nn.ModuleList,
+    x: Tensor,
+    drop_prob: float = 0.0,
+    stop: int | None = None,
+) -> Iterator[Tensor]:
+    """The one cell-stacking path: x (N, 3, H, W) through ``stem``, then each cell's output
+    (N, C_i, H_i, W_i) in turn, of the first ``stop`` cells (all: None). A cell reads the
+    outputs of the two before it (the stem gives the first two, method §1). Used by
+    :class:`Network` and the detection backbone."""
+    s0, s1 = stem(x)
+    for cell in islice(cells, stop):  # not a ModuleList slice: that builds a module
+        s0, s1 = s1, cell(s0, s1, drop_prob)
+        yield s1
+
+
 class AuxiliaryHead(nn.Module):
     """Auxiliary classifier at 2/3 depth (DARTS): 8x8 inputs on CIFAR, 7x7 on ImageNet.
 
@@ -104,15 +124,13 @@ class NetworkOutput(NamedTuple):
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
-    """A final network's shape; defaults are the CIFAR-10 evaluation network (method §6)."""
+class NetworkConfig(NetworkOptions):
+    """A final network; defaults are the CIFAR-10 evaluation network (method §6). Its size
+    and auxiliary head are :class:`~pcdarts.config.NetworkOptions` (C, layers, auxiliary)."""
 
     genotype: Genotype = field(default_factory=lambda: get_genotype("pc_darts_cifar"))  # §7
     stem: str = "cifar"  # method §5: "cifar" (3x3 conv to 3C) or "imagenet" (three convs)
-    C: int = CIFAR10_NETWORK_SHAPE.C  # initial channels, method §6 (ImageNet: 48)
-    layers: int = CIFAR10_NETWORK_SHAPE.layers  # cells, method §6 (ImageNet: 14)
-    num_classes: int = 10  # method §6: 10 CIFAR-10, 1000 ImageNet
-    auxiliary: bool = True  # auxiliary head at 2/3 of the depth, method §6
+    num_classes: int = CIFAR10_CLASSES  # method §6: 10 CIFAR-10, 1000 ImageNet
     stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)
 
 
@@ -131,7 +149,8 @@ class Network(nn.Module):
         genotype, layers = config.genotype, config.layers
         self.genotype = genotype
         self.drop_path_prob = 0.0
-        self._aux_index = 2 * layers // 3
+        reduction_at = reduction_cells(layers)
+        self._aux_index = reduction_at[1]  # the head reads the second reduction cell (method §6)
         self.stem, c_stem, reduction_prev = build_stem(
             config.stem, config.C, config.stem_multiplier
         )
@@ -141,7 +160,7 @@ class Network(nn.Module):
         self.feature_info: list[dict[str, Any]] = []
         c_aux = c_prev
         for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+            reduction = i in reduction_at
             if reduction:
                 c_curr *= 2
                 stride *= 2
@@ -175,22 +194,23 @@ class Network(nn.Module):
     def _forward(self, x: Tensor, with_aux: bool) -> NetworkOutput:
         logits_aux = None
         aux_index = self._aux_index if with_aux and self.training else -1
-        s0, s1 = self.stem(x)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+        for i, s1 in enumerate(cell_outputs(self.stem, self.cells, x, self.drop_path_prob)):
             if i == aux_index and self.auxiliary_head is not None:
                 logits_aux = self.auxiliary_head(s1)
         out = self.global_pooling(s1)
         return NetworkOutput(self.classifier(out.flatten(1)), logits_aux)
 
-    def features(self, x: Tensor) -> list[Tensor]:
-        """The output of every cell, (N, C_i, H_i, W_i), as ``feature_info`` describes them."""
-        outs = []
-        s0, s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            outs.append(s1)
-        return outs
+    def features(self, x: Tensor, stop: int | None = None) -> list[Tensor]:
+        """The output of every cell (of the first ``stop`` cells), (N, C_i, H_i, W_i), as
+        ``feature_info`` describes them."""
+        return list(cell_outputs(self.stem, self.cells, x, self.drop_path_prob, stop))
+
+    def set_drop_path_prob(self, prob: float) -> None:
+        """The drop-path probability of every cell's ops from now on (training only;
+        :func:`pcdarts.schedule.drop_path_prob` ramps it over the epochs, method §6)."""
+        if not 0.0 <= prob < 1.0:
+            raise ValueError(f"drop-path probability must lie in [0, 1), got {prob}")
+        self.drop_path_prob = prob
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"drop_path_prob": self.drop_path_prob, "genotype": self.genotype.to_dict()}

@@ -62,6 +62,11 @@ class ReLUConvBN(PreActivated):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
+    @property
+    def bn(self) -> nn.Module:
+        """The closing BatchNorm (a SyncBatchNorm once converted)."""
+        return self.op[2]
+
     def forward_preactivated(self, x: Tensor) -> Tensor:
         return self.op[2](self.op[1](x))
 

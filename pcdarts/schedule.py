@@ -1,6 +1,7 @@
-"""Per-epoch learning-rate factors (multiplied by the base lr), for ``LambdaLR``.
+"""Per-epoch schedules: learning-rate factors (multiplied by the base lr, for ``LambdaLR``)
+and the drop-path ramp of the final training.
 
-Epochs are 0-based; the factor of epoch e is used for all of epoch e.
+Epochs are 0-based; the value of epoch e is used for all of epoch e.
 """
 
 from __future__ import annotations
@@ -43,3 +44,9 @@ def _warmed(epoch: int, base: Callable[[int], float], warmup_epochs: int) -> flo
     if epoch < warmup_epochs:
         factor *= (epoch + 1) / warmup_epochs
     return factor
+
+
+def drop_path_prob(final: float, epoch: int, epochs: int) -> float:
+    """The drop-path probability of epoch e, ramped linearly from 0 towards ``final``
+    (method §6; the reference's ``drop_path_prob * epoch / epochs``)."""
+    return final * epoch / epochs

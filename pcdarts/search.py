@@ -20,10 +20,12 @@ from torch.utils.data import DataLoader
 
 from pcdarts.architect import Architect
 from pcdarts.config import SearchConfig
+from pcdarts.derivation import edge_weights, stable_since
 from pcdarts.distributed import is_distributed, wrap_ddp
 from pcdarts.engine import Checkpoint, EpochLoop, set_epoch, train_one_epoch
-from pcdarts.genotypes import PRIMITIVES, Genotype, edge_weights, stable_since
+from pcdarts.genotypes import Genotype
 from pcdarts.metrics import Average, alpha_entropy
+from pcdarts.ops import PRIMITIVES
 from pcdarts.runtime import Cost, autocast, check_finite, frozen, memory_format, to_device
 from pcdarts.supernet import Supernet
 from pcdarts.tracking import Tracker

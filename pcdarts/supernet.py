@@ -1,7 +1,10 @@
 """The PC-DARTS supernet: partial channel connections (method §2) + edge normalization (§3).
 
 One implementation for CIFAR and ImageNet; they differ only in the stem (see
-:mod:`pcdarts.stems`) and in K.
+:mod:`pcdarts.stems`) and in K. :class:`SearchCell`'s forward runs edge by edge, the
+straightforward oracle; :class:`pcdarts.fused.FusedSearchCell`, the default cell that
+:func:`pcdarts.create_model` picks, computes the same grouped by input state, reading the
+edges through the accessors below.
 """
 
 from __future__ import annotations
@@ -13,10 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcdarts import fused as fused_cell
-from pcdarts.config import SEARCH_K_CIFAR10, SUPERNET_SHAPE
-from pcdarts.genotypes import Genotype, derivation_margin, derive_genotype, edge_weights
-from pcdarts.ops import PRIMITIVES, FactorizedReduce, PreActivated, ReLUConvBN, build_op
+from pcdarts.config import CIFAR10_CLASSES, SupernetOptions
+from pcdarts.derivation import derivation_margin, derive_genotype, edge_weights
+from pcdarts.genotypes import Genotype
+from pcdarts.ops import (
+    PRIMITIVES,
+    DilConv,
+    FactorizedReduce,
+    PreActivated,
+    ReLUConvBN,
+    SepConv,
+    build_op,
+)
+from pcdarts.space import NODES, edges_per_cell, reduction_cells
 from pcdarts.stems import build_stem
 
 ARCH_INIT_SCALE = 1e-3  # alphas and betas start at 1e-3 * N(0, 1) (method §3, reference code)
@@ -54,6 +66,24 @@ class MixedOp(nn.Module):
         self._active = [i for i, p in enumerate(PRIMITIVES) if p != "none"]
         self._any_preact = any(isinstance(op, PreActivated) for op in self._ops)
 
+    def pool(self, name: str) -> tuple[nn.Module, nn.BatchNorm2d]:
+        """The pool primitive ``name`` and the BN that follows it (method §1)."""
+        op = self._ops[PRIMITIVES.index(name)]
+        assert isinstance(op, nn.Sequential) and isinstance(op[1], nn.BatchNorm2d)
+        return op[0], op[1]
+
+    def conv_chain(self, name: str) -> nn.Sequential:
+        """The layers of the sep/dil conv primitive ``name``, its leading ReLU first."""
+        op = self._ops[PRIMITIVES.index(name)]
+        assert isinstance(op, SepConv | DilConv)
+        return op.op
+
+    def reduce_skip(self) -> FactorizedReduce:
+        """skip_connect on a stride-2 edge: a FactorizedReduce (method §1)."""
+        op = self._ops[PRIMITIVES.index("skip_connect")]
+        assert isinstance(op, FactorizedReduce), "skip_connect is the identity at stride 1"
+        return op
+
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """x: (N, C, H, W), weights: (8,) softmaxed alphas -> (N, C, H/s, W/s)."""
         n, c = x.shape[:2]
@@ -82,7 +112,11 @@ class MixedOp(nn.Module):
 
 
 class SearchCell(nn.Module):
-    """A supernet cell: 2 inputs, ``steps`` nodes, each fed by a MixedOp from all earlier."""
+    """A supernet cell: 2 inputs, ``steps`` nodes, each fed by a MixedOp from all earlier.
+
+    Its forward runs one MixedOp per edge: the oracle of the grouped forward of
+    :class:`pcdarts.fused.FusedSearchCell`, which reads the edges through :meth:`edge`.
+    """
 
     def __init__(
         self,
@@ -93,13 +127,11 @@ class SearchCell(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         k: int,
-        fused: bool = True,
     ) -> None:
         super().__init__()
         self.reduction = reduction
         self.steps = steps
-        self.fused = fused  # the grouped forward of pcdarts.fused; False: edge by edge
-        self.input_groups = fused_cell.input_groups(steps)
+        self.k = k  # partial-channel K of every edge (method §2)
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
         else:
@@ -111,20 +143,15 @@ class SearchCell(nn.Module):
             for j in range(2 + i)
         )
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None) -> Tensor:
-        """weights: (E, 8) softmaxed alphas; weights2: (E,) edge weights or None (EN off)."""
-        if self.fused and fused_cell.fusable(self):
-            return fused_cell.cell_forward(self, s0, s1, weights, weights2)
-        return self.forward_edges(s0, s1, weights, weights2)
-
-    def forward_edges(
-        self, s0: Tensor, s1: Tensor, weights: Tensor, weights2: Tensor | None
+    def forward(
+        self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None
     ) -> Tensor:
-        """The straightforward forward, one MixedOp per edge: the oracle of the fused one."""
+        """weights: (E, 8) softmaxed alphas; edge_weights: (E,) the node-softmaxed betas
+        (method §3), or None (EN off) -> (N, steps * C, H/s, W/s), one MixedOp per edge."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         # unbind once per cell: its backward is one stack, not a zero-filled (E, 8) per edge
         w_ops = weights.unbind(0)
-        w_edges = weights2.unbind(0) if weights2 is not None else None
+        w_edges = edge_weights.unbind(0) if edge_weights is not None else None
         offset = 0
         for _ in range(self.steps):
             node: Tensor | None = None
@@ -138,20 +165,25 @@ class SearchCell(nn.Module):
             states.append(node)
         return torch.cat(states[-self.steps :], dim=1)
 
+    def edge(self, index: int) -> MixedOp:
+        """The MixedOp of edge ``index`` (the row of the alphas, in node order)."""
+        op = self._ops[index]
+        assert isinstance(op, MixedOp)
+        return op
+
 
 @dataclass(frozen=True)
-class SupernetConfig:
-    """The search network's shape; defaults are the CIFAR-10 supernet (method §5)."""
+class SupernetConfig(SupernetOptions):
+    """The search network; defaults are the CIFAR-10 supernet (method §5). Its size, K and
+    EN are :class:`~pcdarts.config.SupernetOptions` (C, layers, k, edge_norm)."""
 
     stem: str = "cifar"  # method §5: "cifar" (3x3 conv to 3C) or "imagenet" (three convs)
-    C: int = SUPERNET_SHAPE.C  # initial channels, method §5 (both searches)
-    layers: int = SUPERNET_SHAPE.layers  # cells, method §5 (both searches)
-    num_classes: int = 10  # 10 CIFAR-10, 1000 ImageNet
-    k: int = SEARCH_K_CIFAR10  # partial-channel K (method §2): 4 CIFAR-10, 2 ImageNet
-    edge_norm: bool = True  # method §3; off for the EN ablation
-    steps: int = 4  # intermediate nodes per cell (method §1)
+    num_classes: int = CIFAR10_CLASSES  # 10 CIFAR-10, 1000 ImageNet
+    steps: int = NODES  # intermediate nodes per cell (method §1)
     stem_multiplier: int = 3  # the CIFAR stem's width is 3C (method §5)
-    fused: bool = True  # the grouped cell forward of pcdarts.fused; False: edge by edge
+    # The cell create_model builds: pcdarts.fused.FusedSearchCell (grouped by input state);
+    # False: SearchCell, edge by edge (the oracle; same modules, same state dict)
+    fused: bool = True
 
 
 class Supernet(nn.Module):
@@ -159,12 +191,13 @@ class Supernet(nn.Module):
 
     Architecture weights (``alphas_*`` (E, 8), ``betas_*`` (E,)) are registered
     parameters, shared by all cells of a type; :meth:`arch_parameters` and
-    :meth:`weight_parameters` partition :meth:`parameters`.
+    :meth:`weight_parameters` partition :meth:`parameters`. Its cells are ``cell_type``'s:
+    :func:`pcdarts.create_model` passes the fused cell unless ``config.fused`` is False.
     """
 
-    def __init__(self, config: SupernetConfig) -> None:
+    def __init__(self, config: SupernetConfig, cell_type: type[SearchCell] = SearchCell) -> None:
         super().__init__()
-        steps, layers, k, fused = config.steps, config.layers, config.k, config.fused
+        steps, layers, k = config.steps, config.layers, config.k
         self.steps = steps
         self.edge_norm = edge_norm = config.edge_norm
         self.stem, c_stem, reduction_prev = build_stem(
@@ -173,12 +206,13 @@ class Supernet(nn.Module):
         c_prev_prev, c_prev, c_curr = c_stem, c_stem, config.C
         self.cells = nn.ModuleList()
         self._reductions: list[bool] = []
+        reduction_at = reduction_cells(layers)
         for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+            reduction = i in reduction_at
             if reduction:
                 c_curr *= 2
             self.cells.append(
-                SearchCell(steps, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, k, fused)
+                cell_type(steps, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, k)
             )
             self._reductions.append(reduction)
             reduction_prev = reduction
@@ -186,7 +220,7 @@ class Supernet(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, config.num_classes)
 
-        num_edges = sum(2 + i for i in range(steps))
+        num_edges = edges_per_cell(steps)
         num_ops = len(PRIMITIVES)
         self.alphas_normal = nn.Parameter(ARCH_INIT_SCALE * torch.randn(num_edges, num_ops))
         self.alphas_reduce = nn.Parameter(ARCH_INIT_SCALE * torch.randn(num_edges, num_ops))
@@ -214,15 +248,15 @@ class Supernet(nn.Module):
             False: F.softmax(self.alphas_normal, dim=-1),
             True: F.softmax(self.alphas_reduce, dim=-1),
         }
-        weights2: dict[bool, Tensor | None] = {False: None, True: None}
+        edge_w: dict[bool, Tensor | None] = {False: None, True: None}
         if self.edge_norm:
-            weights2 = {
+            edge_w = {
                 False: edge_weights(self.betas_normal),
                 True: edge_weights(self.betas_reduce),
             }
         s0, s1 = self.stem(x)
         for cell, reduction in zip(self.cells, self._reductions, strict=True):
-            s0, s1 = s1, cell(s0, s1, weights[reduction], weights2[reduction])
+            s0, s1 = s1, cell(s0, s1, weights[reduction], edge_w[reduction])
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
@@ -233,7 +267,7 @@ class Supernet(nn.Module):
 
     def derivation_margin(self) -> float:
         """How clearly :meth:`genotype` decides: the smallest lead of one of its choices over
-        the runner-up (:func:`~pcdarts.genotypes.derivation_margin`)."""
+        the runner-up (:func:`~pcdarts.derivation.derivation_margin`)."""
         return derivation_margin(self.alphas_normal, self.alphas_reduce, *self._betas())
 
     def _betas(self) -> tuple[Tensor, Tensor] | tuple[None, None]:

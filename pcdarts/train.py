@@ -20,6 +20,7 @@ from pcdarts.distributed import wrap_ddp
 from pcdarts.engine import Checkpoint, EpochLoop, train_one_epoch
 from pcdarts.network import Network, NetworkOutput
 from pcdarts.runtime import Cost, autocast, memory_format
+from pcdarts.schedule import drop_path_prob
 from pcdarts.tracking import Tracker
 
 
@@ -78,8 +79,8 @@ class Trainer(EpochLoop):
 
     def train_one_epoch(self, epoch: int, loader: DataLoader) -> dict[str, float]:
         """One training epoch, drop path ramped linearly from 0 (method §6)."""
-        # reference: drop_path_prob * epoch / epochs
-        self.model.drop_path_prob = self.config.drop_path_prob * epoch / self.config.epochs
+        ramp = drop_path_prob(self.config.drop_path_prob, epoch, self.config.epochs)
+        self.model.set_drop_path_prob(ramp)
         lr = self.optimizer.param_groups[0]["lr"]
         metrics = train_one_epoch(
             self.model,

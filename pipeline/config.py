@@ -3,8 +3,11 @@
 ``params.yaml`` is composed by Hydra from ``conf/`` (``make params``) on top of these
 dataclasses, registered in Hydra's ConfigStore as the first entry of conf/config.yaml's
 defaults: every default lives here once (the paper's value, "method §n"), conf/ holds only
-what differs, and the composed tree is checked against the same schema. The loop
-settings reuse the library's own frozen config dataclasses, so a field exists once only.
+what differs, and the composed tree is checked against the same schema. The loop settings
+and the networks' options (C, layers, K, ...) are the library's own frozen config
+dataclasses (pcdarts.config), and every paper value the rest defaults to is a constant of
+pcdarts.config, so a field or a value exists once only; the setups (pipeline/search_setup.py,
+pipeline/train_setup.py) add what follows from the dataset (stem, classes).
 """
 
 from __future__ import annotations
@@ -27,18 +30,28 @@ from omegaconf.errors import (
 )
 
 from pcdarts.config import (
-    CIFAR10_NETWORK_SHAPE,
-    IMAGENET_NETWORK_SHAPE,
+    CIFAR10_CLASSES,
+    CIFAR_ARCH_FRACTION,
+    CIFAR_CROP_PADDING,
+    CIFAR_IMAGE_SIZE,
+    CUTOUT_LENGTH,
+    IMAGENET_ARCH_FRACTION,
+    IMAGENET_CLASSES,
+    IMAGENET_COLOR_JITTER,
+    IMAGENET_CROP_SCALE_MIN,
+    IMAGENET_IMAGE_SIZE,
+    IMAGENET_NETWORK,
     IMAGENET_SEARCH_LOOP,
+    IMAGENET_SEARCH_NETWORK,
     IMAGENET_TRAIN_LOOP,
+    IMAGENET_WEIGHT_FRACTION,
     SEARCH_BATCH_CIFAR10,
     SEARCH_BATCH_IMAGENET,
-    SEARCH_K_CIFAR10,
-    SEARCH_K_IMAGENET,
-    SUPERNET_SHAPE,
     TRAIN_BATCH_CIFAR10,
     TRAIN_BATCH_IMAGENET,
+    NetworkOptions,
     SearchConfig,
+    SupernetOptions,
     TrainConfig,
 )
 from pcdarts.errors import UserError
@@ -75,8 +88,8 @@ class AugmentParams:
     """Training-time augmentation of the search and the final training (method §5-6)."""
 
     hflip: bool = True  # random horizontal flip (method §5-6); off for digits, which it mirrors
-    cifar_crop_padding: int = 4  # CIFAR random crop 32, padding 4 (method §5-6)
-    imagenet_crop_scale_min: float = 0.08  # RandomResizedCrop area lower bound (reference)
+    cifar_crop_padding: int = CIFAR_CROP_PADDING  # CIFAR random crop 32, padding 4 (method §5-6)
+    imagenet_crop_scale_min: float = IMAGENET_CROP_SCALE_MIN  # RandomResizedCrop's (reference)
 
 
 @dataclass
@@ -98,15 +111,15 @@ class DataParams:
 class CifarSplit:
     """The CIFAR-10 search's split of the training set (method §5)."""
 
-    arch_fraction: float = 0.5  # half of train for the arch step, half for the weights
+    arch_fraction: float = CIFAR_ARCH_FRACTION  # half of train for the arch step, half for weights
 
 
 @dataclass
 class ImagenetSplit:
     """The ImageNet search's per-class subsets of the training set (method §5)."""
 
-    weight_fraction: float = 0.1  # 10% per class for the weights
-    arch_fraction_per_class: float = 0.025  # another 2.5% per class for the arch step
+    weight_fraction: float = IMAGENET_WEIGHT_FRACTION  # 10% per class for the weights
+    arch_fraction_per_class: float = IMAGENET_ARCH_FRACTION  # another 2.5% per class: arch step
 
 
 @dataclass
@@ -118,32 +131,25 @@ class PrepareParams:
 
 
 @dataclass
-class SupernetParams:
-    """The supernet's shape; the sizes are the library's (pcdarts.config, method §5)."""
-
-    C: int = SUPERNET_SHAPE.C  # initial channels
-    layers: int = SUPERNET_SHAPE.layers  # cells
-    k: int = SEARCH_K_CIFAR10  # partial-channel K (method §2); ImageNet: imagenet_search()
-    edge_norm: bool = True  # method §3; off for the EN ablation
-
-
-@dataclass
 class SearchParams:
     """One dataset's search; the defaults are the CIFAR-10 column of method §5."""
 
-    network: SupernetParams = field(default_factory=SupernetParams)
+    # C, layers, K, EN: pcdarts.config's (CIFAR-10's); the stem and classes follow the dataset
+    network: SupernetOptions = field(default_factory=SupernetOptions)
     batch_size: int = SEARCH_BATCH_CIFAR10  # method §5 (global, over all processes)
-    image_size: int = 32  # method §5
+    image_size: int = CIFAR_IMAGE_SIZE  # method §5
     loop: SearchConfig = field(default_factory=SearchConfig)  # pcdarts.config: CIFAR-10's
 
 
 def imagenet_search() -> SearchParams:
-    """The ImageNet column of method §5: K=2, batch 1024 on 8 GPUs, 224x224 crops, 35
-    warm-up epochs, lr 0.5 with 5 epochs of linear warm-up, arch lr 6e-3 clipped at 5
-    (pcdarts.config.IMAGENET_SEARCH_LOOP)."""
-    network = SupernetParams(k=SEARCH_K_IMAGENET)
+    """The ImageNet column of method §5, assembled from pcdarts.config's ImageNet values: K=2,
+    batch 1024 on 8 GPUs, 224x224 crops, 35 warm-up epochs, lr 0.5 with 5 epochs of linear
+    warm-up, arch lr 6e-3 clipped at 5."""
     return SearchParams(
-        network, batch_size=SEARCH_BATCH_IMAGENET, image_size=224, loop=IMAGENET_SEARCH_LOOP
+        IMAGENET_SEARCH_NETWORK,
+        batch_size=SEARCH_BATCH_IMAGENET,
+        image_size=IMAGENET_IMAGE_SIZE,
+        loop=IMAGENET_SEARCH_LOOP,
     )
 
 
@@ -151,20 +157,6 @@ def imagenet_search() -> SearchParams:
 class SearchStages:
     cifar10: SearchParams = field(default_factory=SearchParams)
     imagenet: SearchParams = field(default_factory=imagenet_search)
-
-
-@dataclass
-class NetworkParams:
-    """A final network's shape; the sizes are the library's (pcdarts.config, method §6)."""
-
-    C: int = CIFAR10_NETWORK_SHAPE.C  # initial channels (ImageNet: imagenet_network())
-    layers: int = CIFAR10_NETWORK_SHAPE.layers  # cells
-    auxiliary: bool = True  # auxiliary head at 2/3 depth (method §6)
-
-
-def imagenet_network() -> NetworkParams:
-    """The ImageNet network of method §6 (mobile setting)."""
-    return NetworkParams(C=IMAGENET_NETWORK_SHAPE.C, layers=IMAGENET_NETWORK_SHAPE.layers)
 
 
 SEARCHED = "searched"  # a cell spec: the genotype this pipeline's search found
@@ -178,25 +170,27 @@ class TrainParams:
     # of this dataset), "searched:<dataset>" (another dataset's), "random:<seed>" (a cell
     # drawn uniformly from the DARTS space), a registry name (pc_darts_cifar) or a JSON file
     cells: list[str] = field(default_factory=lambda: [SEARCHED])
-    network: NetworkParams = field(default_factory=NetworkParams)
+    # C, layers, auxiliary head: pcdarts.config's (CIFAR-10's); the stem and classes follow
+    network: NetworkOptions = field(default_factory=NetworkOptions)
     batch_size: int = TRAIN_BATCH_CIFAR10  # method §6: the code's 96 (the paper says 128)
-    image_size: int = 32  # method §6
-    cutout_length: int = 16  # method §6, CIFAR-10 only (0 = off)
+    image_size: int = CIFAR_IMAGE_SIZE  # method §6
+    cutout_length: int = CUTOUT_LENGTH  # method §6, CIFAR-10 only (0 = off)
     color_jitter: list[float] = field(default_factory=list)  # [] = off
     loop: TrainConfig = field(default_factory=TrainConfig)  # pcdarts.config: CIFAR-10's
 
 
 def imagenet_training() -> TrainParams:
-    """The ImageNet column of method §6 (mobile setting): both searched cells, 250 epochs,
-    batch 1024, lr 0.5 decayed linearly after 5 warm-up epochs, weight decay 3e-5, label
-    smoothing 0.1, colour jitter, no cutout and no drop path (pcdarts.config)."""
+    """The ImageNet column of method §6 (mobile setting), assembled from pcdarts.config's
+    ImageNet values: both searched cells, C=48, 14 cells, 250 epochs, batch 1024, lr 0.5
+    decayed linearly after 5 warm-up epochs, weight decay 3e-5, label smoothing 0.1, colour
+    jitter, no cutout and no drop path."""
     return TrainParams(
         cells=[SEARCHED, f"{SEARCHED}:cifar10"],
-        network=imagenet_network(),
+        network=IMAGENET_NETWORK,
         batch_size=TRAIN_BATCH_IMAGENET,
-        image_size=224,
+        image_size=IMAGENET_IMAGE_SIZE,
         cutout_length=0,
-        color_jitter=[0.4, 0.4, 0.4, 0.2],  # brightness, contrast, saturation, hue (method §6)
+        color_jitter=list(IMAGENET_COLOR_JITTER),
         loop=IMAGENET_TRAIN_LOOP,
     )
 
@@ -223,13 +217,13 @@ class TransferParams:
 class DeriveParams:
     """A searched cell counted at the paper's sizes (method §7)."""
 
-    cifar_network: NetworkParams = field(default_factory=NetworkParams)  # counted at 32x32
-    imagenet_network: NetworkParams = field(default_factory=imagenet_network)
+    cifar_network: NetworkOptions = field(default_factory=NetworkOptions)  # counted at 32x32
+    imagenet_network: NetworkOptions = field(default_factory=lambda: IMAGENET_NETWORK)
     mobile_budget_macs_m: float = 600.0  # ImageNet mobile setting: < 600 M mult-adds (method §6)
-    cifar_image_size: int = 32  # CIFAR-10 images (method §7 counts at 32x32)
-    imagenet_image_size: int = 224  # ImageNet crops (method §7 counts at 224x224)
-    cifar_classes: int = 10  # CIFAR-10
-    imagenet_classes: int = 1000  # ILSVRC2012
+    cifar_image_size: int = CIFAR_IMAGE_SIZE  # CIFAR-10 images (method §7 counts at 32x32)
+    imagenet_image_size: int = IMAGENET_IMAGE_SIZE  # ImageNet crops (method §7: 224x224)
+    cifar_classes: int = CIFAR10_CLASSES
+    imagenet_classes: int = IMAGENET_CLASSES  # ILSVRC2012
 
 
 @dataclass

@@ -230,7 +230,7 @@ def dry_transfer(ctx: Context) -> dict[str, Any]:
     from detection.dry_run import ssd_phases  # noqa: PLC0415
     from detection.transfer import BackboneInit, CocoData, Schedule, build_config  # noqa: PLC0415
 
-    p, tp = ctx.p, ctx.p.transfer_ssd
+    p, transfer_params = ctx.p, ctx.p.transfer_ssd
     coco = _manifest(ctx)["datasets"]["coco"]
     data = CocoData(ctx.root / coco["root"], tuple(coco["categories"]))
     model_file = read_model(ctx.root / train_outs("imagenet", SEARCHED)["model"])
@@ -240,26 +240,42 @@ def dry_transfer(ctx: Context) -> dict[str, Any]:
     save_torch(backbone_file, weights)
     meta = weights["meta"]
     backbone = BackboneInit(
-        meta["genotype"], meta["C"], meta["layers"], backbone_file if tp.pretrained else None
+        meta["genotype"],
+        meta["C"],
+        meta["layers"],
+        backbone_file if transfer_params.pretrained else None,
     )
-    batch = ctx.batch(tp.batch_size)
+    batch = ctx.batch(transfer_params.batch_size)
     schedule = Schedule(
-        tp.epochs, batch, tp.lr, tp.val_interval, tp.log_interval, p.data.num_workers
+        transfer_params.epochs,
+        batch,
+        transfer_params.lr,
+        transfer_params.val_interval,
+        transfer_params.log_interval,
+        p.data.num_workers,
     )
-    cfg = build_config(config_file(tp.config), data, schedule, backbone, p.seed)
+    cfg = build_config(config_file(transfer_params.config), data, schedule, backbone, p.seed)
     phases = ssd_phases(cfg, work_dir / "work", ctx.device)
     m = ctx.measure(phases.phases, batch)
     n_train, n_val, val_batch = phases.sizes()
     train_ratio, val_ratio = _real_ratio(ctx, "coco")
     steps = tuple(
-        _ssd_schedule(tp.epochs, tp.val_interval, n_t, n_v, batch, val_batch, ctx.world)
+        _ssd_schedule(
+            transfer_params.epochs,
+            transfer_params.val_interval,
+            n_t,
+            n_v,
+            batch,
+            val_batch,
+            ctx.world,
+        )
         for n_t, n_v in ((n_train, n_val), (round(n_train * train_ratio), round(n_val * val_ratio)))
     )
     extra = {
-        "network": {"config": tp.config, "C": meta["C"], "layers": meta["layers"]},
+        "network": {"config": transfer_params.config, "C": meta["C"], "layers": meta["layers"]},
         "data": {"train": n_train, "val": n_val, "val_batch": val_batch},
     }
-    return _row(ctx, m, (steps[0], steps[1]), {"epochs": tp.epochs}, extra)
+    return _row(ctx, m, (steps[0], steps[1]), {"epochs": transfer_params.epochs}, extra)
 
 
 def _ssd_schedule(

@@ -17,10 +17,10 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from pcdarts.config import SCHEDULES
+from pcdarts.space import MIN_LAYERS, reduction_cells
 from pipeline.kernels import CPU_KERNELS
 
 SEED_LIMIT = 2**32  # np.random.seed accepts seeds in [0, 2**32)
-MIN_LAYERS = 3  # a normal cell and the two reduction cells at 1/3 and 2/3 depth (method §1)
 MAX_HUE = 0.5  # ColorJitter's hue lies in [0, 0.5]
 COLOR_JITTER_VALUES = 4  # brightness, contrast, saturation, hue (method §6)
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # pcdarts.runtime.resolve_device's names
@@ -173,7 +173,7 @@ def _get(tree: Any, key: str) -> Any:
 
 def cell_channels(C: int, layers: int) -> list[int]:  # noqa: N803 - the paper's name
     """Channels of every supernet cell: C, doubled at each reduction (1/3, 2/3 depth)."""
-    reductions = (layers // 3, 2 * layers // 3)
+    reductions = reduction_cells(layers)
     return [C * 2 ** sum(i >= r for r in reductions) for i in range(layers)]
 
 

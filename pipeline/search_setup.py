@@ -6,7 +6,7 @@ runs exactly the search the pipeline runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,17 @@ class SearchInputs:
 
 
 def search_inputs(
-    p: Params, dataset: str, seed: int, k: int | None = None, root: Path = REPO_ROOT
+    p: Params,
+    dataset: str,
+    seed: int,
+    k: int | None = None,
+    root: Path = REPO_ROOT,
+    fused: bool = True,
 ) -> SearchInputs:
     """Seed, then build the search of ``dataset`` from the prepared data under ``root``.
 
-    ``k`` replaces the supernet's partial-channel K (the K ablation). The weight loader
+    ``k`` replaces the supernet's partial-channel K (the K ablation); ``fused=False`` builds
+    the edge-by-edge cells (the same parameters, the oracle forward). The weight loader
     shuffles with ``seed`` and the arch loader with ``seed + 1``; the batch is this process's
     share of ``search.<dataset>.batch_size``.
     """
@@ -62,14 +68,10 @@ def search_inputs(
     }
     weight_loader = make_loader(train_set, weight_idx, seed=seed, **loader_args)
     arch_loader = make_loader(train_set, arch_idx, seed=seed + 1, **loader_args)
-    model = create_model(
-        f"pcdarts_supernet_{dataset}",
-        C=sp.network.C,
-        layers=sp.network.layers,
-        num_classes=len(manifest["datasets"][dataset]["classes"]),
-        k=sp.network.k,
-        edge_norm=sp.network.edge_norm,
-    )
+    # The study's options (C, layers, K, EN) over the dataset's variant; classes from the data
+    classes = len(manifest["datasets"][dataset]["classes"])
+    name = f"pcdarts_supernet_{dataset}"
+    model = create_model(name, num_classes=classes, fused=fused, **asdict(sp.network))
     assert isinstance(model, Supernet)  # the registry's name says so; mypy cannot
     return SearchInputs(
         sp, model, weight_loader, arch_loader, manifest, len(weight_idx) + len(arch_idx)

@@ -3,7 +3,7 @@ the network. The ``train`` stage's counterpart of :mod:`pipeline.search_setup`."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,37 +54,37 @@ def train_inputs(
     """Seed, then build the training of ``genotype`` on ``dataset`` from the prepared data
     under ``root``: the train loader shuffles with ``p.seed``, the batch is this process's
     share of ``train_<dataset>.batch_size``."""
-    tp: TrainParams = section(p, f"train_{dataset}")
+    train_params: TrainParams = section(p, f"train_{dataset}")
     seed_everything(p.seed)
     manifest: dict[str, Any] = read_json(root / MANIFEST, "prepare")
     data_root = root / manifest["datasets"][dataset]["root"]
     kw = {
-        "image_size": tp.image_size,
-        "cutout_length": tp.cutout_length,
-        "color_jitter": tp.color_jitter,
+        "image_size": train_params.image_size,
+        "cutout_length": train_params.cutout_length,
+        "color_jitter": train_params.color_jitter,
         **augment_kwargs(p),
     }
     train_set = image_dataset(dataset, data_root, train=True, augment=True, **kw)
     test_set = image_dataset(dataset, data_root, train=False, augment=False, **kw)
-    batch = per_process_batch(tp.batch_size, f"train_{dataset}.batch_size")
+    batch = per_process_batch(train_params.batch_size, f"train_{dataset}.batch_size")
     loaders: dict[str, Any] = {"seed": p.seed, "num_workers": p.data.num_workers}
     train_loader = make_loader(train_set, None, batch, shuffle=True, **loaders)
     test_loader = make_loader(test_set, None, batch, shuffle=False, **loaders)
-    shape = {
-        "C": tp.network.C,
-        "layers": tp.network.layers,
-        "num_classes": len(manifest["datasets"][dataset]["classes"]),
-        "auxiliary": tp.network.auxiliary,
-    }
+    # The study's options (C, layers, auxiliary head) over the dataset's variant; classes
+    # from the data
+    classes = len(manifest["datasets"][dataset]["classes"])
+    options = asdict(train_params.network)
+    auxiliary = options.pop("auxiliary")  # recorded last, as checkpoints always have it
+    shape = {**options, "num_classes": classes, "auxiliary": auxiliary}
     model = create_model(f"pcdarts_{dataset}", genotype=genotype, **shape)
     assert isinstance(model, Network)  # the registry's name says so; mypy cannot
     size = {
         "model/params_m": count_params(model),
-        "model/macs_m": count_macs(model, tp.image_size),
-        "model/macs_conv_linear_m": count_macs(model, tp.image_size, "conv_linear"),
+        "model/macs_m": count_macs(model, train_params.image_size),
+        "model/macs_conv_linear_m": count_macs(model, train_params.image_size, "conv_linear"),
     }
     return TrainInputs(
-        tp,
+        train_params,
         model,
         {"dataset": dataset, **shape},
         train_loader,

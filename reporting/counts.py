@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from pcdarts import count_macs, count_params, create_model
@@ -16,12 +17,7 @@ def paper_scale_counts(genotype: Genotype, dp: DeriveParams) -> dict[str, Any]:
         ("imagenet", dp.imagenet_network, dp.imagenet_image_size, dp.imagenet_classes),
     ):
         model = create_model(
-            f"pcdarts_{name}",
-            genotype=genotype,
-            C=net.C,
-            layers=net.layers,
-            num_classes=classes,
-            auxiliary=net.auxiliary,
+            f"pcdarts_{name}", genotype=genotype, num_classes=classes, **asdict(net)
         )
         counts[f"{name}/params_m"] = count_params(model)
         counts[f"{name}/macs_m"] = count_macs(model, size, "paper")

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from pcdarts.genotypes import INPUTS_PER_NODE, Genotype
+from pcdarts.genotypes import Genotype
+from pcdarts.space import INPUTS_PER_NODE
 from reporting.render import _fmt
 
 

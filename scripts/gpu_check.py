@@ -40,9 +40,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from pcdarts import SearchConfig, TrainConfig, create_model, get_genotype
 from pcdarts.config import (
     CIFAR10_NETWORK_SHAPE,
+    CIFAR_ARCH_FRACTION,
+    CIFAR_IMAGE_SIZE,
+    IMAGENET_ARCH_FRACTION,
+    IMAGENET_IMAGE_SIZE,
     IMAGENET_NETWORK_SHAPE,
     IMAGENET_SEARCH_LOOP,
     IMAGENET_TRAIN_LOOP,
+    IMAGENET_WEIGHT_FRACTION,
     SEARCH_BATCH_CIFAR10,
     SEARCH_BATCH_IMAGENET,
     SEARCH_K_CIFAR10,
@@ -52,12 +57,6 @@ from pcdarts.config import (
     TRAIN_BATCH_IMAGENET,
     Shape,
 )
-from pcdarts.data.splits import (
-    CIFAR_ARCH_FRACTION,
-    IMAGENET_ARCH_FRACTION,
-    IMAGENET_WEIGHT_FRACTION,
-)
-from pcdarts.data.transforms import CIFAR_IMAGE_SIZE, IMAGENET_IMAGE_SIZE
 from pcdarts.profiling import (
     CIFAR10_IMAGES,
     GB,

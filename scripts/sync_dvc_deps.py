@@ -2,8 +2,9 @@
 
     python scripts/sync_dvc_deps.py     # then review `git diff dvc.yaml`
 
-The same rule tests/test_dvc_declarations.py checks: a stage depends on the repository
-modules its entry point imports, transitively (tracking and package __init__ aside).
+The rule is pipeline/dvc_deps.py's, the one tests/test_dvc_declarations.py checks: a stage
+depends on the repository modules its entry point imports, transitively (tracking and
+package __init__ aside).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from test_dvc_declarations import code_closure  # noqa: E402
+from pipeline.dvc_deps import code_closure  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def main(dataset: str) -> None:
     genotype = load_genotype(
         upstream(REPO_ROOT / search_outs(dataset, p.seed)["genotype"], f"search@{dataset}-{p.seed}")
     )
-    o = {k: REPO_ROOT / v for k, v in outs(dataset).items()}
+    o = {name: REPO_ROOT / path for name, path in outs(dataset).items()}
     with tracked(
         p,
         f"derive@{dataset}",

@@ -43,7 +43,7 @@ HEADLINE = {  # MLflow summary metric: the table whose first row it is
 
 def main() -> None:
     p = load_params()
-    o = {k: REPO_ROOT / v for k, v in report_outs().items()}
+    o = {name: REPO_ROOT / path for name, path in report_outs().items()}
     runs = [transfer_outs()["run"]]
     runs += [train_outs(d, c)["run"] for d in DATASETS for c in getattr(p, f"train_{d}").cells]
     with tracked(

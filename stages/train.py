@@ -48,22 +48,27 @@ def main(dataset: str, cell: str) -> None:
     genotype, upstream_run = genotype_for(dataset, cell, p.seed)  # fails before any data
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
     t = train_inputs(p, dataset, genotype)
-    tp: TrainParams = t.params
-    o = {k: REPO_ROOT / v for k, v in outs(dataset, cell).items()}
+    train_params: TrainParams = t.params
+    o = {name: REPO_ROOT / path for name, path in outs(dataset, cell).items()}
     with tracked(
         p,
         stage,
-        params=tp,
+        params=train_params,
         run_file=outs(dataset, cell)["run"],
         dataset=f"{dataset}:{cell}-cell",
         dataset_size=t.train_size,
         upstream_run_files=[upstream_run],
     ) as tracker:
         tracker.log_dict(genotype.to_dict(), "genotype.json")
-        trainer = Trainer(t.model, tp.loop, device, tracker)
+        trainer = Trainer(t.model, train_params.loop, device, tracker)
         progress = Resumable(
             stage,
-            {"params": tp, "seed": p.seed, "genotype": genotype.to_dict(), "data": t.manifest},
+            {
+                "params": train_params,
+                "seed": p.seed,
+                "genotype": genotype.to_dict(),
+                "data": t.manifest,
+            },
         )
         if (state := progress.load()) is not None:
             trainer.load_state_dict(state)
@@ -79,12 +84,14 @@ def main(dataset: str, cell: str) -> None:
                 "model": trainer.model.state_dict(),
                 "genotype": genotype.to_dict(),
                 "network": t.network,
-                "params": to_jsonable(tp),
+                "params": to_jsonable(train_params),
             },
         )
         tracker.log_summary({**result.metrics, **t.size})
         tracker.log_artifact(o["metrics"])
-        example = np.zeros((1, 3, tp.image_size, tp.image_size), dtype=np.float32)
+        example = np.zeros(
+            (1, 3, train_params.image_size, train_params.image_size), dtype=np.float32
+        )
         tracker.log_model(trainer.model.cpu().eval(), "model", input_example=example)
         progress.done()
     finish_processes()

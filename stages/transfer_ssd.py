@@ -38,7 +38,7 @@ BACKBONE_STAGE = f"train_imagenet@{SEARCHED}"  # writes the ImageNet network con
 
 def main() -> None:
     p = load_params()
-    tp: TransferParams = p.transfer_ssd
+    transfer_params: TransferParams = p.transfer_ssd
     device = start_processes(p, f"stages.{Path(__file__).stem}", sys.argv[1:])
     imagenet_file = REPO_ROOT / train_outs("imagenet", SEARCHED)["model"]
     weights = read_torch(imagenet_file, BACKBONE_STAGE, convert_imagenet_checkpoint)
@@ -46,24 +46,32 @@ def main() -> None:
     coco = manifest["datasets"]["coco"]
     data = CocoData(REPO_ROOT / coco["root"], tuple(coco["categories"]))
     digest = hashlib.sha256(imagenet_file.read_bytes()).hexdigest()
-    work_dir = CHECKPOINT_DIR / STAGE / config_hash([tp, p.seed, coco, digest])
+    work_dir = CHECKPOINT_DIR / STAGE / config_hash([transfer_params, p.seed, coco, digest])
     backbone_file = work_dir / "backbone.pth"
     save_torch(backbone_file, weights)  # rank 0 writes, every rank reads it
     barrier()
     meta = weights["meta"]
     backbone = BackboneInit(
-        meta["genotype"], meta["C"], meta["layers"], backbone_file if tp.pretrained else None
+        meta["genotype"],
+        meta["C"],
+        meta["layers"],
+        backbone_file if transfer_params.pretrained else None,
     )
-    batch = per_process_batch(tp.batch_size, "transfer_ssd.batch_size")
+    batch = per_process_batch(transfer_params.batch_size, "transfer_ssd.batch_size")
     schedule = Schedule(
-        tp.epochs, batch, tp.lr, tp.val_interval, tp.log_interval, p.data.num_workers
+        transfer_params.epochs,
+        batch,
+        transfer_params.lr,
+        transfer_params.val_interval,
+        transfer_params.log_interval,
+        p.data.num_workers,
     )
-    cfg = build_config(config_file(tp.config), data, schedule, backbone, p.seed)
-    o = {k: REPO_ROOT / v for k, v in outs().items()}
+    cfg = build_config(config_file(transfer_params.config), data, schedule, backbone, p.seed)
+    o = {name: REPO_ROOT / path for name, path in outs().items()}
     with tracked(
         p,
         STAGE,
-        params=tp,
+        params=transfer_params,
         run_file=outs()["run"],
         dataset=f"coco:{coco['root']}",
         dataset_size=coco["train2017"]["images"],
@@ -73,7 +81,7 @@ def main() -> None:
         result = train_and_evaluate(cfg, work_dir, tracker.log_metrics, device)
         summary = {
             **result.metrics,
-            "pretrained": tp.pretrained,
+            "pretrained": transfer_params.pretrained,
             "profile": p.profile,
             "cost": result.cost.to_dict(),
             "runtime": runtime_record(p),

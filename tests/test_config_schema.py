@@ -87,3 +87,25 @@ def test_dvcs_composition_gives_the_committed_params(tmp_path: Path) -> None:
     assert _compose_like_dvc(tmp_path, []) == committed
     paper = _compose_like_dvc(tmp_path, ["profile=paper"])
     assert paper["profile"] == "paper" and paper["data"]["source"] == "real"
+
+
+def test_the_schema_embeds_the_librarys_model_options() -> None:
+    """One home per field: ``search.<ds>.network`` is the library's SupernetOptions and
+    ``train_<ds>.network`` its NetworkOptions, the bases of the models' configs, so a field
+    added there reaches params.yaml and the model with no copy in between."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from pcdarts.config import NetworkOptions, SupernetOptions
+    from pcdarts.network import NetworkConfig
+    from pcdarts.supernet import SupernetConfig
+    from pipeline.config import DeriveParams, SearchParams, TrainParams
+
+    assert get_type_hints(SearchParams)["network"] is SupernetOptions
+    assert get_type_hints(TrainParams)["network"] is NetworkOptions
+    assert {get_type_hints(DeriveParams)[f] for f in ("cifar_network", "imagenet_network")} == {
+        NetworkOptions
+    }
+    assert issubclass(SupernetConfig, SupernetOptions)
+    assert issubclass(NetworkConfig, NetworkOptions)
+    assert [f.name for f in fields(SupernetOptions)] == ["C", "layers", "k", "edge_norm"]

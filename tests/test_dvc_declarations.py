@@ -2,16 +2,13 @@
 
 For every stage (``foreach`` expanded) this checks, against the stage module its ``cmd``
 runs: the Python deps are exactly the repository modules it imports, transitively
-(package ``__init__`` files aside: they only re-export; and the tracking edge aside: it
-only observes, and a change to what is logged must not rerun GPU-days of search);
-``params`` are the module's
-``PARAMS`` and all exist in params.yaml; ``outs`` + ``metrics`` + ``plots`` are exactly
+(pipeline/dvc_deps.py's rule, which scripts/sync_dvc_deps.py writes); ``params`` are the
+module's ``PARAMS`` and all exist in params.yaml; ``outs`` + ``metrics`` + ``plots`` are exactly
 the module's ``outs()``; every other dep is written by an upstream stage.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import itertools
 import re
@@ -22,12 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.dvc_deps import code_closure
 from reporting import memory_k
 from stages.compose import compose_params
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_PACKAGES = ("pcdarts", "stages", "detection", "pipeline", "reporting")
-OBSERVERS = {"pcdarts/tracking.py", "pipeline/tracking.py"}  # results never depend on them
 
 
 def _param(params: dict[str, Any], dotted: str) -> Any:
@@ -66,51 +62,6 @@ def expanded_stages() -> dict[str, dict[str, Any]]:
         else:
             stages[name] = stage
     return stages
-
-
-def _module_file(module: str) -> Path | None:
-    path = ROOT / Path(*module.split("."))
-    if path.with_suffix(".py").is_file():
-        return path.with_suffix(".py")
-    if (path / "__init__.py").is_file():
-        return path / "__init__.py"
-    return None
-
-
-def _imports(path: Path) -> set[str]:
-    """Repository modules ``path`` imports; ``from pkg import name`` resolved to its source."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] in LOCAL_PACKAGES}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] not in LOCAL_PACKAGES:
-                continue
-            for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                if _module_file(sub) is not None:
-                    found.add(sub)
-                elif node.module in LOCAL_PACKAGES:  # a name re-exported by __init__
-                    found.add(importlib.import_module(node.module).__dict__[alias.name].__module__)
-                else:
-                    found.add(node.module)
-    return found
-
-
-def code_closure(module: str) -> set[str]:
-    seen: set[str] = set()
-    todo = [module]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        path = _module_file(current)
-        assert path is not None, current
-        todo.extend(_imports(path))
-    files = {_module_file(m) for m in seen}
-    names = {str(f.relative_to(ROOT)) for f in files if f is not None and f.name != "__init__.py"}
-    return names - OBSERVERS
 
 
 def _stage_module(stage: dict[str, Any]) -> tuple[Any, list[str]]:

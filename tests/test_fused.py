@@ -11,13 +11,15 @@ followed by an affine-free BN, where both paths return rounding noise of ~1e-11)
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from pcdarts import Architect, ArchitectConfig, create_model
-from pcdarts.fused import fusable, input_groups
+import pcdarts.fused
+from pcdarts import Architect, ArchitectConfig, Supernet, create_model
+from pcdarts.fused import FusedSearchCell, input_groups
 from pcdarts.supernet import SearchCell
 
 REL = 1e-5  # measured: <= 3e-7 for outputs, <= 4e-5 for gradients at K=4 (see below)
@@ -30,15 +32,21 @@ def _max_rel(ours: list[Tensor], oracle: list[Tensor]) -> float:
     return diff / scale if scale > 0 else diff
 
 
-def _pair(module: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(oracle, fast): deep copies that differ only in the forward they take."""
-    oracle, fast = copy.deepcopy(module), copy.deepcopy(module)
-    for m in oracle.modules():
-        if isinstance(m, SearchCell):
-            m.fused = False
-    for m in fast.modules():
-        if isinstance(m, SearchCell):
-            m.fused = True
+def _pair_cells(cell: SearchCell, *args: Any) -> tuple[nn.Module, nn.Module]:
+    """(oracle, fast): a copy of ``cell`` (built from ``args``) and a FusedSearchCell with
+    its state: the same modules, so they differ only in the forward they take."""
+    oracle, fast = copy.deepcopy(cell), FusedSearchCell(*args)
+    fast.load_state_dict(cell.state_dict())
+    return oracle, fast.train(cell.training)
+
+
+def _pair(name: str, **overrides: Any) -> tuple[Supernet, Supernet]:
+    """(oracle, fast): the supernet ``name`` built edge by edge and fused, with one state."""
+    oracle = create_model(name, fused=False, **overrides)
+    fast = create_model(name, fused=True, **overrides)
+    fast.load_state_dict(oracle.state_dict())
+    assert all(isinstance(c, FusedSearchCell) for c in fast.cells)
+    assert not any(isinstance(c, FusedSearchCell) for c in oracle.cells)
     return oracle, fast
 
 
@@ -55,14 +63,15 @@ def test_input_groups_cover_every_edge_once() -> None:
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
 def test_cell_equals_oracle(k: int, reduction: bool, train: bool) -> None:
     channels = 16  # c = 16 / K: even at every K, as the stride-2 FactorizedReduce needs
-    cell = SearchCell(4, channels, channels, channels, reduction, False, k)
+    args = (4, channels, channels, channels, reduction, False, k)
+    cell = SearchCell(*args)
     cell.train(train)
     with torch.no_grad():  # BN statistics that differ per edge, so eval mode is tested too
         for m in cell.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)  # type: ignore[union-attr]
                 m.running_var.uniform_(0.5, 2.0)  # type: ignore[union-attr]
-    oracle, fast = _pair(cell)
+    oracle, fast = _pair_cells(cell, *args)
     alphas = torch.randn(14, 8, requires_grad=True)
     betas = torch.randn(14, requires_grad=True)
     s0, s1 = torch.randn(4, channels, 8, 8), torch.randn(4, channels, 8, 8)
@@ -85,10 +94,9 @@ def test_cell_equals_oracle(k: int, reduction: bool, train: bool) -> None:
 @pytest.mark.parametrize("edge_norm", [True, False], ids=["EN", "noEN"])
 @pytest.mark.parametrize(("dataset", "k", "size"), [("cifar10", 4, 16), ("imagenet", 2, 32)])
 def test_supernet_equals_oracle(dataset: str, k: int, size: int, edge_norm: bool) -> None:
-    net = create_model(
+    oracle, fast = _pair(
         f"pcdarts_supernet_{dataset}", C=8, layers=5, num_classes=10, k=k, edge_norm=edge_norm
     )
-    oracle, fast = _pair(net)
     x = torch.randn(4, 3, size, size)
     logits = []
     for model in (oracle, fast):
@@ -105,8 +113,8 @@ def test_supernet_equals_oracle(dataset: str, k: int, size: int, edge_norm: bool
 
 @pytest.mark.parametrize("second_order", [False, True], ids=["first", "second"])
 def test_arch_step_equals_oracle(second_order: bool) -> None:
-    net = create_model("pcdarts_supernet_cifar10", C=8, layers=3, num_classes=10, k=4)
-    pair = _pair(net)
+    pair = _pair("pcdarts_supernet_cifar10", C=8, layers=3, num_classes=10, k=4)
+    net = copy.deepcopy(pair[0])
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
     xt, yt = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
     after = []
@@ -123,8 +131,28 @@ def test_arch_step_equals_oracle(second_order: bool) -> None:
     assert diff <= 1e-3 * max(m.abs().max().item() for m in moved)
 
 
-def test_sync_batch_norm_takes_the_oracle_path() -> None:
-    """A SyncBatchNorm synchronises inside its own forward: the fused BN would bypass it."""
-    cell = SearchCell(4, 8, 8, 8, False, False, 2)
-    assert fusable(cell)
-    assert not fusable(nn.SyncBatchNorm.convert_sync_batchnorm(cell))
+def test_sync_batch_norm_takes_the_oracle_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SyncBatchNorm synchronises inside its own forward: the fused BN would bypass it.
+    Converted after construction (as the distributed search converts its supernet), every
+    cell takes SearchCell's forward, and gives its output."""
+    net = create_model("pcdarts_supernet_cifar10", C=8, layers=3, num_classes=10, k=2)
+    assert all(isinstance(c, FusedSearchCell) and c.grouped for c in net.cells)
+    nn.SyncBatchNorm.convert_sync_batchnorm(net)  # in place: the BNs are children
+    assert not any(c.grouped for c in net.cells)
+
+    def grouped(*args: Any) -> None:
+        raise AssertionError("the grouped forward ran on SyncBatchNorm")
+
+    monkeypatch.setattr(pcdarts.fused, "_grouped_forward", grouped)
+    x = torch.randn(2, 3, 8, 8)
+    oracle = create_model(
+        "pcdarts_supernet_cifar10", C=8, layers=3, num_classes=10, k=2, fused=False
+    )
+    oracle.load_state_dict(net.state_dict())
+    for model in (net, oracle):
+        model.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), oracle(x))  # the same forward, edge by edge
+    cell = FusedSearchCell(4, 8, 8, 8, False, False, 2)  # a cell converted alone
+    assert cell.grouped
+    assert not nn.SyncBatchNorm.convert_sync_batchnorm(cell).grouped

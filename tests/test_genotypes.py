@@ -11,15 +11,10 @@ import pytest
 import torch
 
 from pcdarts import GENOTYPES, PRIMITIVES, Genotype, derive_genotype, edge_weights, get_genotype
+from pcdarts.derivation import derivation_margin, stable_since
 from pcdarts.errors import MissingInputError, UserError
-from pcdarts.genotypes import (
-    GenotypeError,
-    UnknownGenotypeError,
-    derivation_margin,
-    load_genotype,
-    stable_since,
-    steps_for_edges,
-)
+from pcdarts.genotypes import GenotypeError, UnknownGenotypeError, load_genotype
+from pcdarts.space import steps_for_edges
 
 NONE = PRIMITIVES.index("none")
 EDGES, OPS = 14, len(PRIMITIVES)
@@ -324,7 +319,7 @@ def test_derivation_margin_bounds_what_noise_can_flip() -> None:
 
 
 def test_derivation_choices_are_the_derived_pairs_with_their_leads() -> None:
-    from pcdarts.genotypes import derivation_choices
+    from pcdarts.derivation import derivation_choices
 
     gen = torch.Generator().manual_seed(1)
     alphas_n, alphas_r = torch.randn(14, 8, generator=gen), torch.randn(14, 8, generator=gen)
@@ -354,7 +349,8 @@ def test_stable_since_counts_the_unchanged_tail() -> None:
 
 
 def test_random_genotype_is_a_seeded_uniform_draw_from_the_darts_space() -> None:
-    from pcdarts.genotypes import INPUTS_PER_NODE, NODES, random_genotype
+    from pcdarts.genotypes import random_genotype
+    from pcdarts.space import INPUTS_PER_NODE, NODES
 
     g = random_genotype(3)
     assert g == random_genotype(3) != random_genotype(4)

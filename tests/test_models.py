@@ -150,7 +150,38 @@ def test_features_one_map_per_cell() -> None:
     assert all(m.shape[0] == 2 and m.shape[2] == m.shape[3] for m in maps)
     with torch.no_grad():
         logits = net(torch.zeros(1, 3, 16, 16))
+        first = net.features(torch.zeros(1, 3, 16, 16), stop=2)  # the same path, cut short
+        every = net.features(torch.zeros(1, 3, 16, 16))
+    assert all(torch.equal(a, b) for a, b in zip(first, every[:2], strict=True))
     assert logits.shape == (1, 10)
+
+
+@pytest.mark.parametrize("layers", [3, 5, 8, 14, 20])
+def test_one_rule_places_the_reduction_cells(layers: int) -> None:
+    """The supernet, the final network and the params rules reduce at the same cells."""
+    from pcdarts.space import reduction_cells
+    from pipeline.param_rules import cell_channels
+
+    at = reduction_cells(layers)
+    assert at == (layers // 3, 2 * layers // 3)  # 1/3 and 2/3 of the depth (method §1)
+    supernet = create_model("pcdarts_supernet_cifar10", C=8, layers=layers, k=1)
+    network = create_model("pcdarts_cifar10", C=8, layers=layers)
+    for net in (supernet, network):
+        assert [i for i, c in enumerate(net.cells) if c.reduction] == list(at)
+    channels = cell_channels(8, layers)
+    assert [i for i in range(1, layers) if channels[i] > channels[i - 1]] == list(at)
+
+
+def test_drop_path_ramp_is_set_through_one_call() -> None:
+    from pcdarts.schedule import drop_path_prob
+
+    net = tiny_network()
+    ramp = [drop_path_prob(0.3, epoch, 600) for epoch in (0, 300, 599)]
+    assert ramp == [0.0, 0.3 * 300 / 600, 0.3 * 599 / 600]  # the reference's expression
+    net.set_drop_path_prob(ramp[1])
+    assert net.drop_path_prob == 0.15
+    with pytest.raises(ValueError, match="drop-path"):
+        net.set_drop_path_prob(1.0)
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -17,9 +17,10 @@ import numpy as np
 from torchvision.datasets import VisionDataset
 from torchvision.transforms.functional import to_pil_image
 
+from pcdarts.config import CIFAR_IMAGE_SIZE
 from pcdarts.data.checks import REWRITE, DatasetError, PathLike
 from pcdarts.data.splits import class_counts
-from pcdarts.data.transforms import CIFAR_IMAGE_SIZE, Transform
+from pcdarts.data.transforms import Transform
 
 CIFAR_CHANNELS = 3
 CIFAR_NUM_CLASSES = 10

@@ -7,17 +7,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from pcdarts.config import CIFAR_CROP_PADDING, IMAGENET_CROP_SCALE_MIN, IMAGENET_IMAGE_SIZE
 from pcdarts.data.checks import PathLike
 from pcdarts.data.cifar import load_cifar10
 from pcdarts.data.imagenet import load_imagenet
-from pcdarts.data.transforms import (
-    CIFAR_CROP_PADDING,
-    IMAGENET_CROP_SCALE_MIN,
-    IMAGENET_IMAGE_SIZE,
-    IMAGENET_RESIZE_SIZE,
-    cifar_transforms,
-    imagenet_transforms,
-)
+from pcdarts.data.transforms import IMAGENET_RESIZE_SIZE, cifar_transforms, imagenet_transforms
 
 DATASETS = ("cifar10", "imagenet")
 

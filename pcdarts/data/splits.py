@@ -10,11 +10,7 @@ from typing import Any
 
 import numpy as np
 
-# Search splits: CIFAR-10 50/50 weights/arch; ImageNet 10% + 2.5% per class (method §5).
-CIFAR_ARCH_FRACTION = 0.5
-IMAGENET_WEIGHT_FRACTION = 0.1
-IMAGENET_ARCH_FRACTION = 0.025
-
+from pcdarts.config import CIFAR_ARCH_FRACTION, IMAGENET_ARCH_FRACTION, IMAGENET_WEIGHT_FRACTION
 
 FRACTION_DECIMALS = 9  # rounding before floor(), so 0.7 * 10 is 7 and not 6.999...
 

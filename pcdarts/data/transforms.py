@@ -9,6 +9,13 @@ import torch
 from torch import Tensor
 from torchvision import transforms
 
+from pcdarts.config import (
+    CIFAR_CROP_PADDING,
+    CIFAR_IMAGE_SIZE,
+    IMAGENET_CROP_SCALE_MIN,
+    IMAGENET_IMAGE_SIZE,
+)
+
 Transform = Callable[[Any], Any]
 
 
@@ -19,17 +26,7 @@ CIFAR_STD: tuple[float, float, float] = (0.24703233, 0.24348505, 0.26158768)
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-CIFAR_IMAGE_SIZE = 32  # CIFAR-10 images are 32x32 (method §5 "random crop 32 pad 4")
-CIFAR_CROP_PADDING = 4  # method §5-6: random crop 32, pad 4
-
-
-IMAGENET_IMAGE_SIZE = 224  # method §5-6: random resized crop 224
 IMAGENET_RESIZE_SIZE = 256  # eval resize before the 224 centre crop (reference train_imagenet.py)
-IMAGENET_CROP_SCALE_MIN = (
-    0.08  # RandomResizedCrop area lower bound (torchvision default, reference)
-)
-# Colour jitter (brightness, contrast, saturation, hue) of the ImageNet retraining (method §6).
-IMAGENET_COLOR_JITTER: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2)
 
 
 class Cutout:
@@ -99,7 +96,8 @@ def imagenet_transforms(
     """ImageNet transforms: PIL image -> normalised (3, image_size, image_size) tensor.
 
     Train: random resized crop, flip, optional colour jitter (brightness, contrast,
-    saturation, hue); the retraining uses ``IMAGENET_COLOR_JITTER`` (method §6), the search
+    saturation, hue); the retraining uses ``pcdarts.config.IMAGENET_COLOR_JITTER`` (method
+    §6), the search
     none (method §5). Eval: resize the short side to ``resize_size``, centre crop.
     """
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
