@@ -79,41 +79,46 @@ def edge_names(num_edges: int) -> list[str]:
 
 
 EDGE_WEIGHT = "edge_weight"  # the series of an edge's softmaxed beta (method §3)
+EIGENVALUE = "hessian_eigenvalue"  # the panel and series of the Hessian's largest eigenvalue
 
 
-def trajectory_rows(row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One history row's softmaxed alphas and edge weights in long form, one dict per value:
-    ``{"epoch", "cell", "edge", "series", "value"}``; ``series`` is an op or ``edge_weight``
-    (absent when edge normalisation is off)."""
-    rows = []
+def _edge_values(row: Mapping[str, Any]) -> Iterator[tuple[str, str, str, float]]:
+    """(cell, edge, op or ``edge_weight``, value) of one history row's softmaxed alphas and
+    edge weights (none when edge normalisation is off)."""
     for cell in CELLS:
         alphas = row[f"alphas_{cell}"]  # (E, 8), softmaxed per edge
         betas = row.get(f"betas_{cell}")  # (E,) edge weights
         for e, edge in enumerate(edge_names(len(alphas))):
-            series = list(zip(PRIMITIVES, alphas[e], strict=True))
+            for op, value in zip(PRIMITIVES, alphas[e], strict=True):
+                yield cell, edge, op, float(value)
             if betas is not None:
-                series.append((EDGE_WEIGHT, betas[e]))
-            for name, value in series:
-                rows.append(
-                    {
-                        "epoch": row["epoch"],
-                        "cell": cell,
-                        "edge": edge,
-                        "series": name,
-                        "value": float(value),
-                    }
-                )
+                yield cell, edge, EDGE_WEIGHT, float(betas[e])
+
+
+def trajectory_rows(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One history row in long form, one dict ``{"epoch", "panel", "series", "value"}`` per
+    value: a panel per edge (``normal node2_in3``) holding its 8 softmaxed alphas and its
+    edge weight, and the ``hessian_eigenvalue`` panel when a finite one was measured."""
+    epoch = row["epoch"]
+    rows = [
+        {"epoch": epoch, "panel": f"{cell} {edge}", "series": series, "value": value}
+        for cell, edge, series, value in _edge_values(row)
+    ]
+    value = (row.get("hessian") or {}).get("eigenvalue")
+    if value is not None:
+        rows.append({"epoch": epoch, "panel": EIGENVALUE, "series": EIGENVALUE, "value": value})
     return rows
 
 
 def trajectory_metrics(row: Mapping[str, Any]) -> dict[str, float]:
-    """The same values as metrics: ``alpha/<cell>/<edge>/<op>``, ``edge_weight/<cell>/<edge>``."""
-    metrics = {}
-    for r in trajectory_rows(row):
-        prefix = EDGE_WEIGHT if r["series"] == EDGE_WEIGHT else "alpha"
-        suffix = "" if r["series"] == EDGE_WEIGHT else f"/{r['series']}"
-        metrics[f"{prefix}/{r['cell']}/{r['edge']}{suffix}"] = r["value"]
-    return metrics
+    """The alphas and edge weights as metrics: ``alpha/<cell>/<edge>/<op>`` and
+    ``edge_weight/<cell>/<edge>``."""
+    return {
+        f"{EDGE_WEIGHT}/{cell}/{edge}"
+        if series == EDGE_WEIGHT
+        else f"alpha/{cell}/{edge}/{series}": value
+        for cell, edge, series, value in _edge_values(row)
+    }
 
 
 # -- the Hessian's dominant eigenvalue -------------------------------------------------------

@@ -86,6 +86,21 @@ def test_trajectories_hold_every_edge_op_and_edge_weight() -> None:
     row = {"epoch": 3, "alphas_normal": alphas, "alphas_reduce": alphas, "betas_normal": [0.5] * 14}
     rows = trajectory_rows(row)
     assert len(rows) == 2 * 14 * 8 + 14  # no reduce betas: edge normalisation off there
+    assert rows[-1] == {
+        "epoch": 3,
+        "panel": "reduce node3_in4",
+        "series": "dil_conv_5x5",
+        "value": pytest.approx(alphas[13][7]),
+    }
+    measured = trajectory_rows({**row, "hessian": {"eigenvalue": 2.5, "status": "ok"}})
+    assert measured[-1] == {
+        "epoch": 3,
+        "panel": "hessian_eigenvalue",
+        "series": "hessian_eigenvalue",
+        "value": 2.5,
+    }
+    nan = {**row, "hessian": {"eigenvalue": None, "status": "nan"}}
+    assert len(trajectory_rows(nan)) == len(rows)  # a NaN is in the history, not plotted
     metrics = trajectory_metrics(row)
     assert metrics["alpha/normal/node3_in4/dil_conv_5x5"] == pytest.approx(alphas[13][7])
     assert metrics["edge_weight/normal/node0_in1"] == 0.5
