@@ -67,11 +67,9 @@ def verdict(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def sentence(name: str, v: dict[str, Any]) -> str:
     """One plain paragraph on a search's verdict."""
-    warmup = (
-        f"epochs 0-{v['frozen_epochs'] - 1} were the weight-only warm-up ({FROZEN}); "
-        if v["frozen_epochs"]
-        else ""
-    )
+    frozen = v["frozen_epochs"]
+    span = "epoch 0 was" if frozen == 1 else f"epochs 0-{frozen - 1} were"
+    warmup = f"{span} the weight-only warm-up (architecture frozen); " if frozen else ""
     searched = v["epochs"] - v["frozen_epochs"]
     if v["status"] == "stopped":
         stop = v["stop"]

@@ -55,7 +55,7 @@ def test_a_search_whose_cell_holds_has_settled_and_the_warm_up_is_named() -> Non
     assert v["status"] == "settled" and v["unchanged_from_epoch"] == 2
     assert v["stable_searched_epochs"] == 6 and v["frozen_epochs"] == 2
     text = search_diagnostics.sentence("search@cifar10-0", v)
-    assert "epochs 0-1 were the weight-only warm-up (architecture frozen" in text
+    assert "epochs 0-1 were the weight-only warm-up (architecture frozen); settled" in text
     assert "settled: its cell held for the last 6 of its 6 searching epochs" in text
     assert "Hessian eigenvalue not measured" in text
 
