@@ -84,6 +84,62 @@ class ArchitectConfig:
 
 
 @dataclass(frozen=True)
+class DiagnosticsConfig:
+    """What a search measures about itself besides its loss (issue 25); it only observes.
+
+    The dominant eigenvalue of the Hessian of the arch-split loss with respect to the
+    architecture weights is the collapse indicator of Zela et al., "Understanding and
+    Robustifying DARTS" (ICLR 2020); PC-DARTS measures none, so it is off by default.
+    """
+
+    hessian: bool = False  # measure the eigenvalue (pcdarts.diagnostics); off: the paper's search
+    hessian_every: int = 2  # epochs between evaluations (and after the last): RobustDARTS' ev_freq
+    # Images of the fixed held-out batch, drawn once from the arch split: RobustDARTS takes one
+    # batch of its search (64 images)
+    hessian_batch_size: int = 64
+    hessian_iterations: int = 20  # power-iteration steps at most (each one Hessian-vector product)
+    # Stop iterating once the estimate moves by less than this fraction of itself
+    hessian_tolerance: float = 1e-3
+
+
+@dataclass(frozen=True)
+class RobustDartsRule:
+    """DARTS-ES (Zela et al., ICLR 2020): stop when the eigenvalue's local average grows.
+
+    The local average is the mean of the last ``window`` evaluations; the search stops when
+    it exceeds ``factor`` times the local average ``delta`` evaluations earlier. Defaults are
+    the RobustDARTS code's (automl/RobustDARTS, src/search/args.py); the paper writes the
+    same test as a ratio below 0.75 (1 / 1.3 rounded).
+    """
+
+    enabled: bool = False  # off: PC-DARTS has no stopping rule; needs diagnostics.hessian
+    window: int = 5  # evaluations per local average (RobustDARTS --window)
+    delta: int = 4  # compare with the local average this many evaluations earlier (--delta)
+    factor: float = 1.3  # stop when the ratio of the two exceeds this (--factor)
+    start_epoch: int = 10  # never stop before this epoch (--es_start_epoch)
+
+
+@dataclass(frozen=True)
+class DartsPlusRule:
+    """DARTS+ criterion 1 (Liang et al. 2019, "DARTS+: Improved Differentiable Architecture
+    Search with Early Stopping"): stop once the normal cell has two or more skip
+    connections."""
+
+    enabled: bool = False  # off: PC-DARTS has no stopping rule
+    skip_connections: int = 2  # stop at this many skip connections in the normal cell or more
+    # Never stop before this epoch (nor in the weight-only warm-up, when the alphas are frozen)
+    start_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class StoppingConfig:
+    """Optional early stopping of the search (issue 25); both rules off by default."""
+
+    robust_darts: RobustDartsRule = field(default_factory=RobustDartsRule)
+    darts_plus: DartsPlusRule = field(default_factory=DartsPlusRule)
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """Search hyper-parameters; defaults are the CIFAR-10 search of method §5."""
 
@@ -103,6 +159,8 @@ class SearchConfig:
     )
     bf16: bool = False  # CUDA only; off by default: it changes the paper's numerics
     channels_last: bool = False  # CUDA only (contiguous on a CPU); off by default
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)  # observes only
+    stopping: StoppingConfig = field(default_factory=StoppingConfig)  # off: the paper's search
 
 
 @dataclass(frozen=True)

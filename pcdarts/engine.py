@@ -174,7 +174,7 @@ class EpochLoop:
         """From ``self.epoch`` to ``config.epochs``: the last epoch's metrics and the cost."""
         clock = Stopwatch(self.device, self.seconds)
         metrics: dict[str, float] = {}
-        while self.epoch < self.config.epochs:
+        while self.epoch < self.config.epochs and not self.stopped():
             epoch = self.epoch
             metrics = train_epoch(epoch)
             if evaluation_due(epoch, self.config.epochs, self.config.eval_every):
@@ -205,3 +205,8 @@ class EpochLoop:
 
     def log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         """Log beyond the metrics, after them."""
+
+    def stopped(self) -> bool:
+        """Whether the loop ended before ``config.epochs`` (the search's stopping rules);
+        read from the history, so a resumed run stays stopped."""
+        return False

@@ -21,12 +21,21 @@ from torch.utils.data import DataLoader
 from pcdarts.architect import Architect
 from pcdarts.config import SearchConfig
 from pcdarts.derivation import edge_weights, stable_since
+from pcdarts.diagnostics import (
+    Eigenvalue,
+    changed_pairs,
+    dominant_eigenvalue,
+    held_out_batch,
+    op_counts,
+    trajectory_metrics,
+)
 from pcdarts.distributed import is_distributed, wrap_ddp
-from pcdarts.engine import Checkpoint, EpochLoop, set_epoch, train_one_epoch
+from pcdarts.engine import Checkpoint, EpochLoop, evaluation_due, set_epoch, train_one_epoch
 from pcdarts.genotypes import Genotype
 from pcdarts.metrics import Average, alpha_entropy
 from pcdarts.ops import PRIMITIVES
 from pcdarts.runtime import Cost, autocast, check_finite, frozen, memory_format, to_device
+from pcdarts.stopping import should_stop
 from pcdarts.supernet import Supernet
 from pcdarts.tracking import Tracker
 
@@ -37,6 +46,7 @@ class SearchResult:
     history: list[dict[str, Any]]
     cost: Cost
     metrics: dict[str, float]
+    stop: dict[str, Any] | None = None  # the rule that stopped the search, if one did
 
 
 class Searcher(EpochLoop):
@@ -52,6 +62,7 @@ class Searcher(EpochLoop):
         device: torch.device,
         tracker: Tracker | None = None,
         show_progress: bool = True,
+        seed: int = 0,
     ) -> None:
         if config.sync_bn and is_distributed():
             nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the BNs are children
@@ -75,6 +86,8 @@ class Searcher(EpochLoop):
         self.criterion = nn.CrossEntropyLoss()
         self.architect = Architect(model, self._criterion, config.architect)
         self._previous: Genotype | None = None
+        self.seed = seed  # the stage's seed: the diagnostics' own generators start from it
+        self._probe: tuple[Tensor, Tensor] | None = None  # the Hessian's fixed held-out batch
 
     def _criterion(self, logits: Tensor, y: Tensor) -> Tensor:
         return self.criterion(logits.float(), y)  # in float32 also under bf16 autocast
@@ -94,17 +107,21 @@ class Searcher(EpochLoop):
     ) -> SearchResult:
         """Search from ``self.epoch`` to ``config.epochs``; checkpoint after every epoch."""
         self._previous = Genotype.from_dict(self.history[-1]["genotype"]) if self.history else None
+        if self.config.diagnostics.hessian:
+            self._probe = self._held_out_batch(arch_loader)
         metrics, cost = self.run_epochs(
             lambda epoch: self.train_one_epoch(epoch, weight_loader, arch_loader),
             arch_loader,
             on_checkpoint,
         )
         final = {**metrics, **cost.metrics()}
-        return SearchResult(self.model.genotype(), self.history, cost, final)
+        stop = self.history[-1].get("stop") if self.history else None
+        return SearchResult(self.model.genotype(), self.history, cost, final, stop)
 
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         """The epoch's record: genotype, alphas, betas and their entropies, and metrics."""
         genotype = self.model.genotype()
+        previous = self._previous
         changed = self._previous is not None and genotype != self._previous
         self._previous = genotype
         record = self._record(epoch, genotype, changed)
@@ -126,11 +143,17 @@ class Searcher(EpochLoop):
                 "search/stable_since_epoch": float(record["stable_since_epoch"]),
             }
         )
+        record.update(self._diagnose(epoch, genotype, previous, metrics))
         record["metrics"] = dict(metrics)
         return record
 
+    def stopped(self) -> bool:
+        """Whether a stopping rule (pcdarts.stopping) ended the search after the last epoch."""
+        return bool(self.history) and "stop" in self.history[-1]
+
     def log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         self.tracker.log_record("search/epoch", row, step=epoch)
+        self.tracker.log_metrics(trajectory_metrics(row), step=epoch)
 
     def train_one_epoch(
         self, epoch: int, weight_loader: DataLoader, arch_loader: DataLoader
@@ -199,6 +222,62 @@ class Searcher(EpochLoop):
             record["betas_normal"] = edge_weights(m.betas_normal.float()).cpu().tolist()
             record["betas_reduce"] = edge_weights(m.betas_reduce.float()).cpu().tolist()
         return record
+
+    # -- diagnostics (issue 25): they observe, and change no state of the search -------
+    def _diagnose(
+        self, epoch: int, genotype: Genotype, previous: Genotype | None, metrics: dict[str, float]
+    ) -> dict[str, Any]:
+        """The epoch's op counts, changed pairs, warm-up flag, eigenvalue (when due) and
+        stop (when a rule says so): history fields, and their scalars added to ``metrics``."""
+        counts = {**op_counts(genotype), **changed_pairs(previous, genotype)}
+        row: dict[str, Any] = {"arch_frozen": epoch < self.config.warmup_epochs, **counts}
+        metrics.update({f"search/{key}": float(value) for key, value in counts.items()})
+        metrics["search/changed_pairs"] = float(
+            counts["changed_pairs_normal"] + counts["changed_pairs_reduce"]
+        )
+        metrics["search/arch_frozen"] = float(row["arch_frozen"])  # weight-only warm-up
+        if self._probe is not None and evaluation_due(
+            epoch, self.config.epochs, self.config.diagnostics.hessian_every
+        ):
+            eigen = self._eigenvalue(self._probe)
+            row["hessian"] = eigen.to_dict()
+            metrics["search/hessian_seconds"] = eigen.seconds
+            if eigen.finite:  # NaN/inf: in the history as such, never as a metric
+                metrics["search/hessian_eigenvalue"] = eigen.value
+        stop = should_stop([*self.history, {"epoch": epoch, **row}], self.config.stopping)
+        if stop is not None:
+            row["stop"] = stop.to_dict()
+            metrics["search/stopped_epoch"] = float(stop.epoch)
+        return row
+
+    def _held_out_batch(self, arch_loader: DataLoader) -> tuple[Tensor, Tensor]:
+        """The fixed batch of the arch split the eigenvalue is measured on, on the device."""
+        indices = getattr(arch_loader.sampler, "indices", None)
+        if indices is None:
+            indices = range(len(arch_loader.dataset))  # type: ignore[arg-type]
+        size = self.config.diagnostics.hessian_batch_size
+        x, y = held_out_batch(arch_loader.dataset, indices, size, self.seed)
+        x, y = to_device((x, y), self.device, self.config.channels_last)
+        return x, y
+
+    def _eigenvalue(self, batch: tuple[Tensor, Tensor]) -> Eigenvalue:
+        """The Hessian's dominant eigenvalue of the arch-split loss w.r.t. alphas and betas,
+        as the architect's loss is computed (training-mode BN, autocast as configured)."""
+        x, y = batch
+        d = self.config.diagnostics
+
+        def loss() -> Tensor:
+            with autocast(self.device, self.config.bf16):
+                return self._criterion(self.model(x), y)
+
+        return dominant_eigenvalue(
+            self.model,
+            loss,
+            self.model.arch_parameters(),
+            iterations=d.hessian_iterations,
+            tolerance=d.hessian_tolerance,
+            seed=self.seed,
+        )
 
     def _stable_since(self, epoch: int, genotype: Genotype) -> int:
         """The first epoch from which the derived genotype has been ``genotype``."""

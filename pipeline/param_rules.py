@@ -26,6 +26,7 @@ COLOR_JITTER_VALUES = 4  # brightness, contrast, saturation, hue (method §6)
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # pcdarts.runtime.resolve_device's names
 DIGIT_CLASSES = 10  # the embedded digits' classes (pipeline/embedded_data.py)
 EMBEDDED_COCO_CATEGORIES = (DIGIT_CLASSES, 80)  # the digits' own, or COCO 2017's 80
+CELL_PAIRS = 8  # (op, input) pairs of a derived cell: 4 nodes x 2 (method §4)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,17 @@ RANGES: tuple[tuple[str, Rule], ...] = (
     ("*.betas", each(PROBABILITY)),
     ("*.hvp_eps", greater(0)),
     ("*.eval_every", at_least(1)),
+    ("*.diagnostics.hessian_every", at_least(1)),
+    ("*.diagnostics.hessian_iterations", at_least(1)),
+    ("*.diagnostics.hessian_tolerance", greater(0)),
+    ("*.stopping.*.start_epoch", at_least(0)),
+    ("*.stopping.robust_darts.window", at_least(1)),
+    ("*.stopping.robust_darts.delta", at_least(1)),
+    ("*.stopping.robust_darts.factor", at_least(1)),  # < 1 would stop a flat eigenvalue
+    (
+        "*.stopping.darts_plus.skip_connections",
+        within(1, CELL_PAIRS, low_open=False, high_open=False),
+    ),
     ("train_*.cutout_length", at_least(0)),
     ("train_*.color_jitter", COLOR_JITTER),
     ("*.aux_weight", at_least(0)),
@@ -222,6 +234,22 @@ def _loop_rules(p: Any) -> Iterator[Violation]:
             yield Violation(f"{key}.loop.lr_min", loop.lr_min, says)
 
 
+def _stopping_rules(p: Any) -> Iterator[Violation]:
+    """A stopping rule must be able to fire: RobustDARTS reads the eigenvalue, and neither
+    rule may start after the last epoch."""
+    for name in ("cifar10", "imagenet"):
+        loop, key = getattr(p.search, name).loop, f"search.{name}.loop"
+        robust = loop.stopping.robust_darts
+        if robust.enabled and not loop.diagnostics.hessian:
+            says = f"needs {key}.diagnostics.hessian = true (the rule reads the eigenvalue)"
+            yield Violation(f"{key}.stopping.robust_darts.enabled", True, says)
+        for rule in ("robust_darts", "darts_plus"):
+            settings = getattr(loop.stopping, rule)
+            if settings.enabled and settings.start_epoch >= loop.epochs:
+                says = f"must be < {key}.epochs = {loop.epochs} (else the rule never fires)"
+                yield Violation(f"{key}.stopping.{rule}.start_epoch", settings.start_epoch, says)
+
+
 def _data_rules(p: Any) -> Iterator[Violation]:
     e, key = p.data.embedded, "data.embedded"
     per_class = (e.imagenet_train_per_class, e.imagenet_val_per_class)
@@ -256,6 +284,7 @@ CONSISTENCY: tuple[Callable[[Any], Iterator[Violation]], ...] = (
     _search_rules,
     _loop_rules,
     _launch_rules,
+    _stopping_rules,
 )
 
 

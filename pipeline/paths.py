@@ -28,6 +28,8 @@ def _search_files(d: Path) -> dict[str, Path]:
         "supernet": d / "supernet.pt",
         "metrics": d / "metrics.json",
         "curves": d / "curves.json",
+        # per epoch, long form: every edge's softmaxed alphas and edge weight, the eigenvalue
+        "trajectories": d / "trajectories.json",
         "run": d / "mlflow_run.json",
     }
 
@@ -83,6 +85,7 @@ def report_outs() -> dict[str, Path]:
         "summary": d / "summary.json",
         "dynamics_cifar10": d / "search_dynamics_cifar10.png",
         "dynamics_imagenet": d / "search_dynamics_imagenet.png",
+        "searches": d / "searches",  # a trajectories figure per search (reporting/results.py)
         **{
             f"cell_{dataset}_{kind}": d / "cells" / f"{dataset}_{kind}.png"
             for dataset in ("cifar10", "imagenet")

@@ -11,19 +11,13 @@ from matplotlib.figure import Figure
 from pcdarts.ops import PRIMITIVES
 
 
-def _softmax(rows: list[list[float]]) -> np.ndarray:
-    a = np.asarray(rows, dtype=np.float64)
-    e = np.exp(a - a.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def search_dynamics_figure(history: list[dict[str, Any]], title: str) -> Figure:
     """Per cell type: final softmaxed alphas (edge x op), betas per edge over epochs, entropy."""
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(15, 8), layout="constrained")
     axes = fig.subplots(2, 3)
     for row, kind in enumerate(("normal", "reduce")):
-        alphas = _softmax(history[-1][f"alphas_{kind}"])
+        alphas = np.asarray(history[-1][f"alphas_{kind}"], dtype=np.float64)  # softmaxed
         ax = axes[row, 0]
         image = ax.imshow(alphas, aspect="auto", cmap="viridis")
         ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES, rotation=45, ha="right", fontsize=7)

@@ -19,7 +19,7 @@ from pipeline.paths import (
     train_outs,
     transfer_outs,
 )
-from reporting import memory_k
+from reporting import memory_k, search_diagnostics
 from reporting.counts import paper_scale_counts
 from reporting.render import Row, RunInfo
 from reporting.statistics import STABILITY_COLUMNS, k_ablation, searched_vs_random, seed_stability
@@ -245,7 +245,55 @@ def build_report(p: Params) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         blocks.append(("p", _decision_text(dataset, decided)))
         figure = report_outs()[f"dynamics_{dataset}"]
         blocks.append(("img", (figure.name, f"{dataset} search dynamics")))
+    blocks += search_health_blocks(p, summary)
     return blocks, summary
+
+
+def searches(p: Params) -> dict[str, Path]:
+    """Every search of the study, DVC stage name -> its history file: each dataset at every
+    seed of ``seeds``, and the K ablation's searches."""
+    found = {
+        f"search@{dataset}-{seed}": search_outs(dataset, seed)["history"]
+        for dataset in DATASETS
+        for seed in p.seeds
+    }
+    found.update({f"search_k@{k}": search_k_outs(k)["history"] for k in p.k_values})
+    return found
+
+
+def search_figure(stage: str) -> Path:
+    """The report's trajectories figure of the search ``stage`` (reports/searches/)."""
+    return report_outs()["searches"] / f"{stage.replace('@', '_')}.png"
+
+
+def search_health_blocks(p: Params, summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Per search: settled, collapsed or stopped (a table and a sentence), and its
+    trajectories figure (issue 25)."""
+    blocks: list[tuple[str, Any]] = [("h2", "Each search: settled, collapsed or stopped")]
+    blocks.append(
+        (
+            "p",
+            "Per search: every edge's softmaxed alphas (coloured) and edge weight (dashed), "
+            "the derived cell's skip connections and parameter-free ops, the (op, input) "
+            "pairs that changed since the epoch before and, when measured, the largest "
+            "eigenvalue of the arch-split loss' Hessian (Zela et al., ICLR 2020). Grey: "
+            f"{search_diagnostics.FROZEN}, when the cell cannot change; red: a stopping "
+            "rule's epoch. Collapsed: half of the normal cell's pairs or more are "
+            "parameter-free; settled: the cell held over the last quarter of the epochs "
+            "that searched.",
+        )
+    )
+    verdicts = {
+        stage: search_diagnostics.verdict(_load(history, stage))
+        for stage, history in searches(p).items()
+    }
+    blocks.append(("grid", search_diagnostics.table(verdicts)))
+    for stage, verdict in verdicts.items():
+        blocks.append(("p", search_diagnostics.sentence(stage, verdict)))
+        figure = search_figure(stage).relative_to(report_outs()["searches"].parent)
+        blocks.append(("img", (str(figure), f"{stage} trajectories")))
+    summary["search_health"] = verdicts
+    return blocks
 
 
 def memory_k_blocks(summary: dict[str, Any]) -> list[tuple[str, Any]]:

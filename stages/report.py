@@ -19,9 +19,10 @@ from pipeline.io import copy_file, read_json, save_png, write_json, write_text
 from pipeline.paths import derive_outs, report_outs, search_outs, train_outs, transfer_outs
 from pipeline.paths import report_outs as outs  # noqa: F401 - the declarations test reads it
 from pipeline.stage import run_stage, tracked
+from reporting import search_diagnostics
 from reporting.figures import search_dynamics_figure
 from reporting.render import to_html, to_markdown
-from reporting.results import DATASETS, build_report
+from reporting.results import DATASETS, build_report, search_figure, searches
 
 # The params.yaml keys this stage reads (dvc.yaml lists the same; `tracking` only observes).
 PARAMS = [
@@ -59,6 +60,10 @@ def main() -> None:
             )
             fig = search_dynamics_figure(history, f"PC-DARTS search on {dataset} ({p.profile})")
             save_png(fig, o[f"dynamics_{dataset}"])
+        for stage, path in searches(p).items():  # reports/searches/: a figure per search
+            history = read_json(REPO_ROOT / path, stage)
+            fig = search_diagnostics.figure(history, f"{stage} ({p.profile}): trajectories")
+            save_png(fig, REPO_ROOT / search_figure(stage))
         write_text(o["markdown"], to_markdown(blocks))
         write_text(o["html"], to_html(blocks))
         write_json(o["summary"], summary)
@@ -66,8 +71,10 @@ def main() -> None:
             {k: next(r["ours"] for r in summary["tables"][t].values()) for k, t in HEADLINE.items()}
         )
         for key, path in o.items():
-            if key != "run":
+            if key not in ("run", "searches"):
                 tracker.log_artifact(path, "report")
+        for path in sorted(o["searches"].glob("*.png")):
+            tracker.log_artifact(path, "report/searches")
     print(f"report: {o['markdown'].relative_to(REPO_ROOT)}")
 
 

@@ -4,8 +4,9 @@
     python -m stages.search cifar10 0 2     # search_k@2: the same with partial-channel K=2
 
 Writes ``outputs/search/<dataset>/seed_<seed>/`` (``outputs/search_k/k_<k>/``): the final
-genotype, the per-epoch history (alphas, betas, genotype, metrics), the final supernet,
-metrics and curves. Resumes an interrupted run of the same config from ``.checkpoints/``.
+genotype, the per-epoch history (alphas, betas, genotype, metrics, diagnostics), the final
+supernet, metrics, curves and the alpha / edge-weight / eigenvalue trajectories. Resumes an
+interrupted run of the same config from ``.checkpoints/``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pcdarts.diagnostics import trajectory_rows
 from pcdarts.search import Searcher
 from pipeline.checkpoints import Resumable
 from pipeline.config import REPO_ROOT, load_params, section
@@ -62,7 +64,7 @@ def main(dataset: str, seed: str, k: str | None = None) -> None:
         dataset_size=s.dataset_size,
         upstream_run_files=[prepare_outs()["run"]],
     ) as tracker:
-        searcher = Searcher(model, sp.loop, device, tracker)
+        searcher = Searcher(model, sp.loop, device, tracker, seed=seed_value)
         progress = Resumable(
             f"search-{dataset}", {"params": sp, "seed": seed_value, "data": manifest}
         )
@@ -73,9 +75,11 @@ def main(dataset: str, seed: str, k: str | None = None) -> None:
         result = searcher.run(s.weight_loader, s.arch_loader, on_checkpoint=progress.saver())
         summary = {**result.metrics, "profile": p.profile, "cost": result.cost.to_dict()}
         summary["runtime"] = runtime_record(p)
+        summary["stop"] = result.stop  # the stopping rule that ended it (null: none did)
         write_json(o["genotype"], result.genotype.to_dict())
         write_json(o["history"], result.history)
         write_json(o["curves"], [{"epoch": h["epoch"], **h["metrics"]} for h in result.history])
+        write_json(o["trajectories"], [r for h in result.history for r in trajectory_rows(h)])
         write_json(o["metrics"], summary)
         save_torch(
             o["supernet"],
@@ -86,7 +90,7 @@ def main(dataset: str, seed: str, k: str | None = None) -> None:
             },
         )
         tracker.log_summary(result.metrics)
-        for key in ("genotype", "history", "metrics", "supernet"):
+        for key in ("genotype", "history", "metrics", "supernet", "trajectories"):
             tracker.log_artifact(o[key])
         progress.done()
     finish_processes()

@@ -141,3 +141,14 @@ def test_decisiveness_counts_shared_pairs_and_inputs_per_node() -> None:
     got = agreement({"normal": cell, "reduce": cell}, {"normal": other, "reduce": cell})
     # node 0: same pairs in another order; node 1: input 2 with another op, 0 against 1.
     assert got == {"normal": (2, 3), "reduce": (4, 4)}
+
+
+def test_hessian_cost_times_one_evaluation_and_one_iteration(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bench = _load("hessian_cost")
+    tiny = "--C 4 --layers 3 --k 2 --batch 4 --image-size 8 --products 3 --repeats 1 --warmup 0"
+    row = bench.main(tiny.split())
+    assert row["products"] == 3 and row["evaluation_s"] > 0 and row["search_iteration_s"] > 0
+    assert math.isfinite(row["eigenvalue"])
+    assert "one evaluation of 3 products" in capsys.readouterr().out

@@ -73,7 +73,9 @@ def test_warmup_gating_and_metrics() -> None:
         "arch/step_loss",
     ):
         assert name in names, name
-    assert [step for step, _ in tracker.metrics] == [0, 1]
+    # per epoch: the metrics, then the alpha and edge-weight trajectories (issue 25)
+    assert [step for step, m in tracker.metrics if "train/loss" in m] == [0, 1]
+    assert [step for step, m in tracker.metrics if "alpha/normal/node0_in0/none" in m] == [0, 1]
     assert {name for _, name, _ in tracker.records} == {"search/epoch"}
     record = result.history[-1]
     assert len(record["alphas_normal"]) == 14 and len(record["betas_normal"]) == 14

@@ -214,7 +214,7 @@ def test_an_unknown_key_with_no_near_one_lists_the_valid_keys() -> None:
     assert str(info.value) == (
         "params.yaml: search.cifar10.loop.zzz: no such key; search.cifar10.loop has epochs, "
         "warmup_epochs, lr, lr_min, lr_schedule, lr_warmup_epochs, momentum, weight_decay, "
-        "grad_clip, architect, eval_every, sync_bn, bf16, channels_last"
+        "grad_clip, architect, eval_every, sync_bn, bf16, channels_last, diagnostics, stopping"
     )
 
 
