@@ -87,7 +87,7 @@ def main(dataset: str, cell: str) -> None:
         example = np.zeros((1, 3, tp.image_size, tp.image_size), dtype=np.float32)
         tracker.log_model(trainer.model.cpu().eval(), "model", input_example=example)
         progress.done()
-    finish_processes()
+    finish_processes(trainer.model)
     print(f"{stage}: test top-1 error {result.metrics['test/top1_err']:.2f}%")
 
 
