@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: venv lock repro check-repro params dry-run test test-fast test-gpu gpu-check lint bench \
-	bench-memory bench-gpu ui clean
+	bench-memory bench-gpu ui tracking-server clean
 
 # mmcv (for detection/) is source-only on PyPI: compiled once per machine and user against
 # our torch (~30 min on 2 cores) into a wheel cache outside the checkout, so that a second
@@ -104,6 +104,12 @@ gpu-check:
 ## The MLflow UI on this repository's tracking store: http://127.0.0.1:5000
 ui: $(STAMP)
 	bash scripts/mlflow_ui.sh
+
+## A team's MLflow server (scripts/tracking_server.py): Debian's PostgreSQL on loopback as
+## backend store, artifacts proxied; its data in DIR: `make tracking-server DIR=/srv/mlflow`
+tracking-server: $(STAMP)
+	$(if $(DIR),,$(error give the server's folder: make tracking-server DIR=/srv/pcdarts-mlflow))
+	python scripts/tracking_server.py "$(DIR)" $(ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -51,6 +54,16 @@ def barrier() -> None:
     """Wait for every rank (e.g. until rank 0 has written a file the others read)."""
     if is_distributed():
         dist.barrier()
+
+
+def broadcast_object(obj: T) -> T:
+    """Rank 0's ``obj`` (picklable: a checkpoint, a config) on every rank; ``obj`` itself in
+    a single process. Lets every node start from what rank 0 read, on its own disk."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_reduce_mean_(tensors: Sequence[Tensor]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from pcdarts.distributed import is_main
+from pcdarts.distributed import broadcast_object, is_main
 from pipeline.config import REPO_ROOT
 from pipeline.io import save_torch, to_jsonable
 
@@ -38,7 +38,13 @@ class Resumable:
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None: nothing saved, or a file that cannot be read (truncated,
-        not a checkpoint), which is renamed ``<name>.corrupt-<n>`` with a warning."""
+        not a checkpoint), which is renamed ``<name>.corrupt-<n>`` with a warning.
+
+        Under torchrun rank 0 reads it and every rank gets rank 0's state, so the nodes of a
+        multi-node run resume together from the one node that writes checkpoints."""
+        return broadcast_object(self._read() if is_main() else None)
+
+    def _read(self) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
         try:
@@ -46,7 +52,7 @@ class Resumable:
             if not isinstance(state, dict):
                 raise TypeError(f"holds a {type(state).__name__}, not a checkpoint dict")
         except Exception as error:  # torch.load raises many types for a damaged file
-            aside = self._set_aside() if is_main() else self.path
+            aside = self._set_aside()
             warnings.warn(
                 f"checkpoint {self.path} cannot be loaded ({str(error)[:200]}); moved to "
                 f"{aside.name}, starting afresh",

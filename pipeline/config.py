@@ -267,6 +267,15 @@ class DistParams:
     nnodes: int = 1  # machines; > 1 needs rdzv_endpoint, and the same command on each
     rdzv_endpoint: str = ""  # host:port of the rendezvous (c10d) for multi-node runs
     rdzv_id: str = "pcdarts"  # job id shared by the nodes of one run
+    # Seconds a node waits at the rendezvous for all nnodes nodes to join (torchrun's
+    # join_timeout default); past it every waiting node stops, naming rdzv_endpoint
+    rdzv_timeout_s: int = 600
+    # Seconds a node keeps trying to reach the rendezvous store at rdzv_endpoint (a wrong
+    # address or port fails after this; torchrun's read_timeout default)
+    rdzv_connect_timeout_s: int = 60
+    # torchrun restarts of every node's processes after one of them fails or a node is lost;
+    # each restart resumes from the last checkpointed epoch (torchrun's default: none)
+    max_restarts: int = 0
 
 
 @dataclass

@@ -163,6 +163,9 @@ RANGES: tuple[tuple[str, Rule], ...] = (
     ("report.paper.*", at_least(0)),
     ("dist.nproc_per_node", at_least(1)),
     ("dist.nnodes", at_least(1)),
+    ("dist.rdzv_timeout_s", at_least(1)),
+    ("dist.rdzv_connect_timeout_s", at_least(1)),
+    ("dist.max_restarts", at_least(0)),
 )
 
 
@@ -274,7 +277,8 @@ def _launch_rules(p: Any) -> Iterator[Violation]:
     world = p.dist.nproc_per_node * p.dist.nnodes
     for key in ("train_cifar10.batch_size", "train_imagenet.batch_size", "transfer_ssd.batch_size"):
         yield from _divides(key, _get(p, key), world)
-    if p.dist.nnodes > 1 and not p.dist.rdzv_endpoint:
+    host, _, port = p.dist.rdzv_endpoint.rpartition(":")
+    if p.dist.nnodes > 1 and not (host and port.isdigit()):
         says = f"must be host:port when dist.nnodes = {p.dist.nnodes} > 1"
         yield Violation("dist.rdzv_endpoint", p.dist.rdzv_endpoint, says)
 

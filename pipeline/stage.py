@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pcdarts.distributed import is_main
+from pcdarts.distributed import is_distributed, is_main
 from pcdarts.errors import UserError
 from pipeline.config import REPO_ROOT, Params
 from pipeline.io import to_jsonable
@@ -25,13 +26,18 @@ from pipeline.tracking import MlflowTracker, stage_run
 DEBUG_ENV = "PCDARTS_DEBUG"  # set to 1: a UserError shows its traceback too
 
 
+class PeerLostError(UserError, RuntimeError):
+    """A process of another node went away mid-stage (killed, crashed, network lost)."""
+
+
 class UsageError(UserError):
     """A stage's command line does not fit it; :func:`run_stage` adds the usage line."""
 
 
 def run_stage(main: Callable[..., None], *args: str) -> None:
     """Run a stage's ``main(*args)``; a :class:`UserError` (bad params, data, genotype,
-    missing upstream output, unreachable tracking store, arguments that do not fit ``main``)
+    missing upstream output, unreachable tracking store, arguments that do not fit ``main``,
+    a failed rendezvous, a process of another node lost mid-stage)
     becomes one line on stderr and exit status 1, its traceback only with
     ``PCDARTS_DEBUG=1``. Other errors are bugs and keep their traceback."""
     try:
@@ -39,13 +45,44 @@ def run_stage(main: Callable[..., None], *args: str) -> None:
             inspect.signature(main).bind(*args)
         except TypeError as error:  # a missing or an extra argument
             raise UsageError(str(error)) from None
-        main(*args)
+        try:
+            main(*args)
+        except Exception as error:  # a collective whose peer went away: one line too
+            if (lost := lost_peer(error)) is None:
+                raise
+            raise lost from error
     except UserError as error:
         if os.environ.get(DEBUG_ENV) == "1":
             raise
         message = f"{error}; {usage(main)}" if isinstance(error, UsageError) else str(error)
         print(f"{' '.join([_module(main), *args])}: {message}".replace("\n", " "), file=sys.stderr)
         sys.exit(1)
+
+
+def lost_peer(error: BaseException) -> PeerLostError | None:
+    """A PeerLostError for a collective that failed because another process went away
+    (killed, crashed, or its machine unreachable), else None. Names the address of the
+    process lost (gloo's message holds it) and how to resume."""
+    if not isinstance(error, RuntimeError) or not is_distributed():
+        return None
+    text = str(error)
+    sign = next((s for s in PEER_GONE if s in text), None)
+    if sign is None:
+        return None
+    peer = re.search(r"\[([0-9A-Fa-f.:]+)\]:\d+", text.split(sign, 1)[1])
+    who = f"the node at {peer.group(1)}" if peer else "another node"
+    return PeerLostError(f"lost {who} mid-stage ({sign}): every node stops. {RESUME_HINT}")
+
+
+RESUME_HINT = (
+    "To resume from the last epoch checkpointed in .checkpoints/, start the same command again"
+    " on every node (dvc repro <stage> on node 0); with dist.max_restarts > 0 torchrun does so"
+    " by itself"
+)
+
+
+# What gloo says when the process at the other end of a collective is gone.
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
 
 
 def usage(main: Callable[..., None]) -> str:

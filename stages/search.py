@@ -93,7 +93,7 @@ def main(dataset: str, seed: str, k: str | None = None) -> None:
         for key in ("genotype", "history", "metrics", "supernet", "trajectories"):
             tracker.log_artifact(o[key])
         progress.done()
-    finish_processes()
+    finish_processes(searcher.model)
     print(f"{stage}: {result.genotype}")
 
 

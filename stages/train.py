@@ -94,7 +94,7 @@ def main(dataset: str, cell: str) -> None:
         )
         tracker.log_model(trainer.model.cpu().eval(), "model", input_example=example)
         progress.done()
-    finish_processes()
+    finish_processes(trainer.model)
     print(f"{stage}: test top-1 error {result.metrics['test/top1_err']:.2f}%")
 
 
