@@ -88,6 +88,14 @@ def write_json(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def write_curves(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Per-epoch rows for ``dvc plots``: every row has every key, in the order they first
+    appear, null where an epoch has no value (an evaluation every few epochs, a search's
+    weight-only warm-up). DVC's plots fail on rows that lack a field another row has."""
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    write_json(path, [{key: row.get(key) for key in keys} for row in rows])
+
+
 def write_text(path: Path, text: str) -> None:
     if is_main():
         with atomic_path(path) as tmp:

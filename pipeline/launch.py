@@ -113,7 +113,7 @@ def start_processes(p: Params, module: str, argv: list[str]) -> torch.device:
     device = init_from_env(p.device)
     if is_distributed():
         _rendezvous_host_first(d)
-        check_same_params(p)
+        check_same_params(p, " ".join([module, *argv]))
     device = device if device is not None else resolve_device(p.device)
     configure_runtime(device)
     return device
@@ -257,16 +257,27 @@ def _order_key(info: dict[str, Any]) -> tuple[bool, int, int]:
     return (not info["first"], info["node"], info["local_rank"])
 
 
-def check_same_params(p: Params) -> None:
-    """ParamsError, on every rank, when any rank's params.yaml differs from rank 0's: names
-    the first differing key (in params.yaml's order) and both values."""
+def check_same_params(p: Params, stage: str) -> None:
+    """ParamsError, on every rank, when any rank runs another stage than rank 0 (``stage``:
+    its command, as ``stages.search cifar10 0``) or read another params.yaml: names both
+    commands, or the first differing key (in params.yaml's order) and both values."""
     mine = {
+        "stage": stage,
         "params": flatten_params(to_jsonable(p)),
         "where": os.environ.get(NODE_ADDRESS_ENV, socket.gethostname()),
     }
     everyone: list[Any] = [None] * world_size()
     dist.all_gather_object(everyone, mine)
-    reference = everyone[0]["params"]
+    first = everyone[0]
+    for other_rank, theirs in enumerate(everyone):
+        if theirs["stage"] != first["stage"]:
+            raise ParamsError(
+                f"the nodes run different stages: python -m {first['stage']} on rank 0 (at"
+                f" {first['where']}), python -m {theirs['stage']} on rank {other_rank} (at"
+                f" {theirs['where']}); start the same stage on every node (on node 0, `dvc"
+                " repro -s <stage>` runs that stage alone, without the stages upstream of it)"
+            )
+    reference = first["params"]
     for other_rank, theirs in enumerate(everyone):
         given = theirs["params"]
         keys = [*reference, *(k for k in given if k not in reference)]
@@ -275,7 +286,7 @@ def check_same_params(p: Params) -> None:
             continue
         raise ParamsError(
             f"params.yaml differs between the nodes at {differing}: {reference.get(differing)}"
-            f" on rank 0 (at {everyone[0]['where']}), {given.get(differing)} on rank {other_rank}"
+            f" on rank 0 (at {first['where']}), {given.get(differing)} on rank {other_rank}"
             f" (at {theirs['where']}); compose it on every node with the same overrides"
             " (python -m stages.compose ...) and start the stage again on every node"
         )

@@ -18,7 +18,7 @@ from pcdarts.diagnostics import trajectory_rows
 from pcdarts.search import Searcher
 from pipeline.checkpoints import Resumable
 from pipeline.config import REPO_ROOT, load_params, section
-from pipeline.io import save_torch, to_jsonable, write_json
+from pipeline.io import save_torch, to_jsonable, write_curves, write_json
 from pipeline.launch import finish_processes, start_processes
 from pipeline.paths import prepare_outs, search_k_outs, search_outs
 from pipeline.search_setup import search_inputs
@@ -78,7 +78,7 @@ def main(dataset: str, seed: str, k: str | None = None) -> None:
         summary["stop"] = result.stop  # the stopping rule that ended it (null: none did)
         write_json(o["genotype"], result.genotype.to_dict())
         write_json(o["history"], result.history)
-        write_json(o["curves"], [{"epoch": h["epoch"], **h["metrics"]} for h in result.history])
+        write_curves(o["curves"], [{"epoch": h["epoch"], **h["metrics"]} for h in result.history])
         write_json(o["trajectories"], [r for h in result.history for r in trajectory_rows(h)])
         write_json(o["metrics"], summary)
         save_torch(

@@ -18,7 +18,7 @@ import numpy as np
 from pcdarts.train import Trainer
 from pipeline.checkpoints import Resumable
 from pipeline.config import REPO_ROOT, TrainParams, load_params
-from pipeline.io import save_torch, to_jsonable, write_json
+from pipeline.io import save_torch, to_jsonable, write_curves, write_json
 from pipeline.launch import finish_processes, start_processes
 from pipeline.paths import train_outs
 from pipeline.stage import run_stage, runtime_record, tracked
@@ -77,7 +77,7 @@ def main(dataset: str, cell: str) -> None:
         summary = {**result.metrics, **t.size, "profile": p.profile, "cost": result.cost.to_dict()}
         summary["runtime"] = runtime_record(p)
         write_json(o["metrics"], summary)
-        write_json(o["curves"], result.history)
+        write_curves(o["curves"], result.history)
         save_torch(
             o["model"],
             {

@@ -24,7 +24,7 @@ from detection.transfer import BackboneInit, CocoData, Schedule, build_config, t
 from pcdarts.distributed import barrier, is_main
 from pipeline.checkpoints import CHECKPOINT_DIR, config_hash
 from pipeline.config import REPO_ROOT, SEARCHED, TransferParams, load_params
-from pipeline.io import atomic_path, read_json, read_torch, save_torch, write_json
+from pipeline.io import atomic_path, read_json, read_torch, save_torch, write_curves, write_json
 from pipeline.launch import finish_processes, per_process_batch, start_processes
 from pipeline.paths import MANIFEST, train_outs
 from pipeline.paths import transfer_outs as outs
@@ -87,7 +87,7 @@ def main() -> None:
             "runtime": runtime_record(p),
         }
         write_json(o["metrics"], summary)
-        write_json(o["curves"], result.history)
+        write_curves(o["curves"], result.history)
         save_torch(o["model"], result.checkpoint)
         if is_main():
             with atomic_path(o["config"]) as tmp:

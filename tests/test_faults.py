@@ -24,7 +24,14 @@ import pipeline.stage as common
 from pcdarts.data.splits import indices_from_json
 from pcdarts.errors import MissingInputError, UserError
 from pipeline.checkpoints import Resumable
-from pipeline.io import atomic_path, read_json, read_torch, save_torch, write_json
+from pipeline.io import (
+    atomic_path,
+    read_json,
+    read_torch,
+    save_torch,
+    write_curves,
+    write_json,
+)
 from pipeline.stage import int_argument, run_stage, usage
 from pipeline.tracking import stage_run
 from stages.compose import main as compose_main
@@ -39,6 +46,15 @@ def _fails(dataset: str) -> None:
 
 def _bug() -> None:
     raise KeyError("a bug")
+
+
+def test_curves_have_every_key_in_every_row_for_dvc_plots(tmp_path: Path) -> None:
+    rows = [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.5, "val/ap": 0.1}]
+    write_curves(tmp_path / "curves.json", rows)
+    assert json.loads((tmp_path / "curves.json").read_text()) == [
+        {"epoch": 0, "loss": 2.0, "val/ap": None},  # no evaluation that epoch
+        {"epoch": 1, "loss": 1.5, "val/ap": 0.1},
+    ]
 
 
 def test_run_stage_turns_a_user_error_into_one_line_and_exit_1(

@@ -24,6 +24,7 @@ import mlflow
 import mlflow.pytorch
 import pytest
 import torch
+import yaml
 from test_dvc_declarations import STAGES
 from test_mlflow_server import mlflow_server
 from test_mlflow_ui import CHROMIUM, render
@@ -151,6 +152,20 @@ def test_first_repro_runs_every_stage_and_writes_every_output(pipeline: Pipeline
             path = pipeline.repo / (next(iter(entry)) if isinstance(entry, dict) else entry)
             assert path.exists(), path
     assert not list(pipeline.repo.glob("**/.*.tmp")), "a temporary file was left behind"
+
+
+def test_dvc_plots_show_draws_every_plot_without_an_error(pipeline: Pipeline) -> None:
+    """Every plot dvc.yaml declares, the top-level panels and each stage's, renders: no
+    file missing, no key a panel asks for absent from its rows."""
+    shown = json.loads(pipeline.run("dvc", "plots", "show", "--json"))
+    assert not shown.get("errors"), shown["errors"]
+    declared = {
+        next(iter(entry))
+        for entry in yaml.safe_load((pipeline.repo / "dvc.yaml").read_text())["plots"]
+    }
+    assert declared <= set(shown["data"]), declared - set(shown["data"])
+    for name, panels in shown["data"].items():
+        assert panels and all(panel.get("content") for panel in panels), name
 
 
 COMPUTING = ("search", "search_k", "train_cifar10", "train_imagenet", "transfer_ssd")

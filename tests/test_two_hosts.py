@@ -8,10 +8,12 @@ checkout with the same ``python -m stages.compose`` overrides and the stage's in
 ``dvc pull`` gives them). Node 0's address sorts after node 1's, so torchrun's own node
 order would have made node 1 rank 0: the writer would have been the wrong machine.
 
-Checked (the search): only node 0 writes outputs, checkpoints and MLflow runs; every rank
-ends with the same weights; node 1 killed mid-search is restarted by torchrun and both nodes
-resume from node 0's checkpoint to the result of the same stage as 2 uninterrupted
-processes on one machine, bit for bit.
+Checked: only node 0 writes outputs, checkpoints and MLflow runs; every rank ends with the
+same weights; the result equals the same stage as 2 processes on one machine, bit for bit;
+node 1 killed mid-search is restarted by torchrun and both nodes resume from node 0's
+checkpoint to that same result; without restarts node 0 stops with one line naming the lost
+node and how to resume, and no declared output is left; a wrong rendezvous port, a node 0
+that never comes, and nodes whose params.yaml differ each stop with one line.
 
 Needs root and iproute2's ``ip`` (skipped, saying which is missing, otherwise).
 """
@@ -40,9 +42,11 @@ pytestmark = pytest.mark.slow
 NODE0, NODE1 = "10.231.0.2", "10.231.0.1"  # node 0 sorts last: see the module docstring
 PREFIX = 24  # one /24 for the pair: the two addresses reach each other and nothing else
 PORT = 29500  # torchrun's default rendezvous port, inside node 0's namespace only
+CONNECT_TIMEOUT_S = 15  # dist.rdzv_connect_timeout_s of the faults below
+JOIN_TIMEOUT_S = 20  # dist.rdzv_timeout_s of the node 0 that waits alone below
 STARTUP_S = 90  # a stage's start (imports, params, tracking check) on a busy 2-core machine
 STAGE_TIMEOUT_S = 600  # one two-node stage of the shrunken tiny profile: ~1 min on 2 cores
-SEARCH = ("stages.search", "cifar10", "0")
+SEARCH, TRAIN = ("stages.search", "cifar10", "0"), ("stages.train", "cifar10", "searched")
 
 
 def two_nodes(**dist: object) -> list[str]:
@@ -51,6 +55,7 @@ def two_nodes(**dist: object) -> list[str]:
     return [f"dist.{key}={value}" for key, value in values.items()]
 
 
+C10D_WARNING = "[W"  # c10d's C++ warnings (no reverse DNS for these addresses), not ours
 
 
 @dataclass
@@ -176,7 +181,8 @@ def study(namespaces: tuple[str, str], tmp_path_factory: pytest.TempPathFactory)
     node1.compose(*two_nodes())
     _run(single, sys.executable, "-m", "stages.compose", *SHRINK, "dist.nproc_per_node=2")
     reference = subprocess.Popen(  # beside the two-node runs: the machine has two cores
-        [sys.executable, "-m", *SEARCH],
+        f"{sys.executable} -m {' '.join(SEARCH)} && {sys.executable} -m {' '.join(TRAIN)}",
+        shell=True,
         cwd=single,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -194,7 +200,7 @@ def study(namespaces: tuple[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 def _reference(study: Study) -> Path:
-    """The single-machine checkout once its search has finished."""
+    """The single-machine checkout once both of its stages have finished."""
     out, _ = study.reference.communicate(timeout=2 * STAGE_TIMEOUT_S)
     assert study.reference.returncode == 0, out[-3000:]
     return study.single
@@ -205,11 +211,33 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
+def _ours(stderr: str) -> list[str]:
+    """stderr without c10d's C++ warnings, MLflow's INFO lines and Python warnings."""
+    keep = []
+    for line in stderr.splitlines():
+        if line.startswith(C10D_WARNING) or " INFO mlflow" in line or not line.strip():
+            continue
+        if "Warning:" in line or line.startswith(("  ", "grad.sizes", "bucket_view")):
+            continue  # DDP's stride warning (2 lines + the source line), every run alike
+        keep.append(line)
+    return keep
+
+
 def _tensors_equal(a: Path, b: Path) -> None:
-    ours, theirs = torch.load(a)["model"], torch.load(b)["model"]
-    assert ours.keys() == theirs.keys()
-    for name, value in ours.items():
-        assert torch.equal(value, theirs[name]), name
+    """The two files' ``model`` entries are equal, every tensor bit for bit (a state dict
+    may nest plain values, such as a module's extra state)."""
+    _equal(torch.load(a)["model"], torch.load(b)["model"], "model")
+
+
+def _equal(ours: object, theirs: object, where: str) -> None:
+    if isinstance(ours, torch.Tensor):
+        assert isinstance(theirs, torch.Tensor) and torch.equal(ours, theirs), where
+    elif isinstance(ours, dict):
+        assert isinstance(theirs, dict) and ours.keys() == theirs.keys(), where
+        for name, value in ours.items():
+            _equal(value, theirs[name], f"{where}.{name}")
+    else:
+        assert ours == theirs, where
 
 
 def _wrote_nothing(host: Host, *kept: str) -> None:
@@ -283,3 +311,125 @@ def test_node1_killed_mid_search_restarts_and_ends_with_the_one_machine_result(
     _wrote_nothing(study.node1)
     runs = _runs(study.node0, "search@cifar10-0")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]  # the killed attempt
+
+
+def test_two_node_training_equals_the_one_machine_training(study: Study) -> None:
+    """train_cifar10@searched as a two-node job: node 1 gets the searched cell as `dvc pull`
+    would; only node 0 writes; the trained network is the 2-process one, bit for bit."""
+    genotype = "outputs/search/cifar10/seed_0/genotype.json"
+    (study.node1.repo / genotype).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(study.node0.repo / genotype, study.node1.repo / genotype)
+    for host in (study.node0, study.node1):
+        host.compose(*two_nodes())
+    # -s: this stage alone (the search upstream ran with other dist.* values: plain `dvc
+    # repro` on node 0 would run it again first, while node 1 runs the training)
+    node0 = study.node0.start("dvc", "repro", "-s", "train_cifar10@searched")
+    node1 = study.node1.start(sys.executable, "-m", *TRAIN)
+    (rc0, out0, err0), (rc1, _, err1) = _finish(node0), _finish(node1)
+    assert rc0 == 0 and rc1 == 0, (err0[-3000:], err1[-3000:])
+    assert "Running stage 'train_cifar10@searched'" in out0
+    assert "Running stage 'search@cifar10-0'" not in out0
+    assert "all 2 processes end with identical weights" in out0
+    ours = study.node0.repo / "outputs/train_cifar10/searched"
+    theirs = _reference(study) / "outputs/train_cifar10/searched"
+    _tensors_equal(ours / "model.pt", theirs / "model.pt")
+    assert (ours / "curves.json").read_text() == (theirs / "curves.json").read_text()
+    mine, reference = (json.loads((d / "metrics.json").read_text()) for d in (ours, theirs))
+    assert mine["test/top1_err"] == reference["test/top1_err"]
+    _wrote_nothing(study.node1, genotype)
+    (run,) = _runs(study.node0, "train_cifar10@searched")
+    assert run.info.status == "FINISHED" and "test/top1_err" in run.data.metrics
+
+
+def test_without_restarts_node0_stops_with_one_line_naming_the_lost_node(study: Study) -> None:
+    """dist.max_restarts=0: node 1's worker killed mid-search; node 0 stops non-zero with
+    one line naming node 1's address and how to resume; no declared output is left, the
+    checkpoint to resume from is."""
+    for host in (study.node0, study.node1):
+        host.compose(*two_nodes())
+    node0 = study.node0.start("dvc", "repro", "-f", "-s", "search@cifar10-0")
+    node1 = study.node1.start(sys.executable, "-m", *SEARCH)
+    _kill_node1_after_first_checkpoint(study, node1)
+    (rc0, _, err0), (rc1, _, err1) = _finish(node0), _finish(node1)
+    assert rc0 != 0 and rc1 != 0
+    stage_line, *dvc_lines = _ours(err0)
+    assert stage_line.startswith(f"stages.search cifar10 0: lost the node at {NODE1} mid-stage")
+    assert "start the same command again on every node" in stage_line
+    assert [line.split(":")[0] for line in dvc_lines] == ["ERROR"], err0  # DVC's own line
+    (killed,) = _ours(err1)
+    assert killed.startswith("stages.search cifar10 0: this node's process of local rank 0")
+    assert "was killed by SIGKILL" in killed
+    outs = study.node0.repo / "outputs/search/cifar10/seed_0"
+    assert not any((outs / name).exists() for name in (*SEARCH_OUTS, "metrics.json"))
+    assert not list(outs.parent.rglob(".*.tmp"))  # nothing half-written either
+    assert list((study.node0.repo / ".checkpoints/search-cifar10").glob("*.pt"))
+    shutil.rmtree(study.node0.repo / ".checkpoints")  # the later tests start afresh
+
+
+def test_a_wrong_port_or_a_missing_node_fails_in_the_stated_time_naming_the_endpoint(
+    study: Study,
+) -> None:
+    """Node 1 given a port nobody listens on, and node 0 waiting for a node 1 that never
+    comes: each stops with one line naming dist.rdzv_endpoint and the timeout."""
+    wrong = f"{NODE0}:{PORT + 1}"
+    study.node1.compose(*two_nodes(rdzv_endpoint=wrong, rdzv_connect_timeout_s=CONNECT_TIMEOUT_S))
+    study.node0.compose(*two_nodes(rdzv_timeout_s=JOIN_TIMEOUT_S))
+    start = time.monotonic()
+    node0 = study.node0.start(sys.executable, "-m", *SEARCH)
+    node1 = study.node1.start(sys.executable, "-m", *SEARCH)
+    (rc1, _, err1) = _finish(node1)
+    took1 = time.monotonic() - start
+    (rc0, _, err0) = _finish(node0)
+    took0 = time.monotonic() - start
+    assert rc1 == 1 and _ours(err1) == [
+        f"stages.search cifar10 0: dist.rdzv_endpoint = {wrong!r}: nothing answers there"
+        f" within dist.rdzv_connect_timeout_s = {CONNECT_TIMEOUT_S} s (Connection refused);"
+        " start the stage on node 0 (the machine at that address) first, and give every node"
+        " node 0's address and the same free port"
+    ], err1
+    assert took1 < CONNECT_TIMEOUT_S + STARTUP_S
+    (line,) = _ours(err0)
+    assert rc0 == 1 and line.startswith(
+        f"stages.search cifar10 0: dist.rdzv_endpoint = '{NODE0}:{PORT}': the rendezvous"
+        f" failed, not all 2 nodes joined within dist.rdzv_timeout_s = {JOIN_TIMEOUT_S} s"
+    ), err0
+    assert took0 < JOIN_TIMEOUT_S + STARTUP_S
+    assert not (study.node0.repo / "outputs/search/cifar10/seed_0/genotype.json").exists()
+
+
+def test_nodes_whose_params_differ_refuse_naming_the_first_differing_key(study: Study) -> None:
+    study.node0.compose(*two_nodes())
+    study.node1.compose(*two_nodes(), "search.cifar10.loop.lr=0.2", "train_cifar10.loop.lr=0.2")
+    node0 = study.node0.start(sys.executable, "-m", *SEARCH)
+    node1 = study.node1.start(sys.executable, "-m", *SEARCH)
+    (rc0, _, err0), (rc1, _, err1) = _finish(node0), _finish(node1)
+    says = (
+        "stages.search cifar10 0: params.yaml differs between the nodes at"
+        f" search.cifar10.loop.lr: 0.1 on rank 0 (at {NODE0}), 0.2 on rank 1 (at {NODE1});"
+        " compose it on every node with the same overrides (python -m stages.compose ...) and"
+        " start the stage again on every node"
+    )
+    assert (rc0, _ours(err0)) == (1, [says]), err0
+    assert (rc1, _ours(err1)) == (1, [says]), err1
+    assert not (study.node0.repo / "outputs/search/cifar10/seed_0/genotype.json").exists()
+    assert not (study.node0.repo / ".checkpoints").exists()
+
+
+def test_nodes_running_different_stages_refuse_naming_both_commands(study: Study) -> None:
+    """Node 0 in the search, node 1 in the training (as when node 0's `dvc repro` runs a
+    stale upstream stage first): both stop with one line naming both commands, before any
+    compute."""
+    for host in (study.node0, study.node1):
+        host.compose(*two_nodes())
+    node0 = study.node0.start(sys.executable, "-m", *SEARCH)
+    node1 = study.node1.start(sys.executable, "-m", *TRAIN)
+    (rc0, _, err0), (rc1, _, err1) = _finish(node0), _finish(node1)
+    says = (
+        f"the nodes run different stages: python -m {' '.join(SEARCH)} on rank 0 (at {NODE0}),"
+        f" python -m {' '.join(TRAIN)} on rank 1 (at {NODE1}); start the same stage on every"
+        " node (on node 0, `dvc repro -s <stage>` runs that stage alone, without the stages"
+        " upstream of it)"
+    )
+    assert (rc0, _ours(err0)) == (1, [f"stages.search cifar10 0: {says}"]), err0
+    assert (rc1, _ours(err1)) == (1, [f"stages.train cifar10 searched: {says}"]), err1
+    assert not (study.node0.repo / ".checkpoints").exists()
