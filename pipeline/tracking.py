@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 
 from pcdarts.errors import UserError
 from pipeline.io import write_json
+from pipeline.registry import Registration, register_model_version
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +197,16 @@ class MlflowTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._call("set_tags", mlflow.set_tags, {k: str(v) for k, v in tags.items()})
 
-    def log_model(self, model: Any, name: str, input_example: np.ndarray) -> None:
-        """A PyTorch model with its signature; a failure warns and the run goes on."""
+    def log_model(self, model: Any, name: str, input_example: np.ndarray) -> str | None:
+        """A PyTorch model with its signature; its LoggedModel id, or None (a failure warns
+        and the run goes on)."""
         if not self.ok:
-            return
+            return None
         import mlflow.pytorch  # imports torch: only where a model is logged
 
         requirements = [f"{p}=={_version(p)}" for p in ("torch", "torchvision", "numpy")]
         try:  # explicit requirements skip MLflow's slow inference of them in a subprocess
-            mlflow.pytorch.log_model(  # pickled: pt2 (torch.export) fixes the example's batch size
+            info = mlflow.pytorch.log_model(  # pickled: pt2 (torch.export) fixes the batch size
                 model,
                 name=name,
                 input_example=input_example,
@@ -214,6 +216,22 @@ class MlflowTracker:
         except Exception as error:  # a model that MLflow cannot save is no reason to fail
             msg = f"MLflow could not log model {name!r}: {error!r}"
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            return None
+        return str(info.model_id)
+
+    def register_model(self, model_id: str | None, registration: Registration) -> str | None:
+        """Register the logged model ``model_id`` in the Model Registry (pipeline/registry.py);
+        the version, or None when there is nothing to register or the registry fails (warned)."""
+        if not self.ok or model_id is None:
+            return None
+        client = mlflow.MlflowClient(mlflow.get_tracking_uri())
+        try:
+            version = register_model_version(client, model_id, self.run_id, registration)
+        except Exception as error:  # the registry is an observer: never a reason to fail
+            msg = f"MLflow could not register model {registration.name!r}: {error!r}"
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            return None
+        return str(version.version)
 
     def close(self, status: str) -> None:
         """Flush the records and end the run with ``status`` (FINISHED, FAILED, KILLED)."""

@@ -17,6 +17,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.registry import cell_alias, registration
 from pipeline.tracking import (
     MAX_PARAM_CHARS,
     TrackingUnavailableError,
@@ -239,6 +240,56 @@ def test_log_model_logs_a_pytorch_model_or_warns(store: str, tmp_path: Path) -> 
     )
     ready = [(m.name, m.source_run_id) for m in logged if str(m.status) == "READY"]
     assert ready == [("final_network", tracker.run_id)], [(m.name, m.status) for m in logged]
+
+
+def test_a_logged_model_is_registered_with_its_lineage_tags_and_cell_alias(
+    store: str, git_repo: Path
+) -> None:
+    model = torch.nn.Linear(4, 3).eval()
+    genotype = {"normal": [["sep_conv_3x3", 0]], "reduce": [["max_pool_3x3", 1]]}
+    metrics = {"test/top1_err": 7.0234, "model/params_m": 0.01}
+    versions = []
+    for _ in range(2):  # the alias moves to the newest version of its cell
+        with stage_run(
+            "train_cifar10",
+            params={},
+            profile="tiny",
+            seed=0,
+            repo_root=git_repo,
+            tracking_uri=store,
+            experiment="registry",
+            dvc_stage="train_cifar10@random:1",
+        ) as tracker:
+            model_id = tracker.log_model(model, "model", np.zeros((1, 4), np.float32))
+            request = registration("registry", "cifar10", "random:1", genotype, metrics)
+            versions.append(tracker.register_model(model_id, request))
+    assert versions == ["1", "2"]
+    client = MlflowClient(store)
+    version = client.get_model_version_by_alias("registry-cifar10", "random-1")
+    assert str(version.version) == "2" and version.run_id == tracker.run_id
+    assert json.loads(version.tags["genotype"]) == genotype
+    assert version.tags["test/top1_err"] == "7.0234" and "test/top5_err" not in version.tags
+    assert version.tags["dvc_stage"] == "train_cifar10@random:1"
+    assert version.tags["git_commit"] == client.get_run(tracker.run_id).data.tags["git_commit"]
+    assert "test/top1_err 7.02%" in version.description
+
+
+def test_registration_names_aliases_and_an_unregistrable_model_warns(store: str) -> None:
+    imagenet = registration("pcdarts", "imagenet", "searched", {}, {"test/top5_err": 1.0})
+    assert imagenet.name == "pcdarts-imagenet"
+    assert imagenet.aliases == ("searched", "ssd-backbone")  # transfer_ssd's backbone
+    assert registration("pcdarts", "imagenet", "searched:cifar10", {}, {}).aliases == (
+        "searched-cifar10",
+    )
+    assert cell_alias("random:0") == "random-0" and cell_alias("cells/my.json") == "cells-my-json"
+    assert cell_alias("latest") == "cell-latest" and cell_alias("v2") == "cell-v2"  # reserved
+    with stage_run(
+        "train", params={}, profile="tiny", seed=0, repo_root=Path.cwd(), tracking_uri=store
+    ) as tracker:
+        assert tracker.register_model(None, imagenet) is None  # log_model failed: nothing
+        with pytest.warns(RuntimeWarning, match="could not register model 'pcdarts-imagenet'"):
+            assert tracker.register_model("m-no-such-model", imagenet) is None
+    assert tracker.ok  # the registry is an observer: tracking goes on
 
 
 def test_default_store_is_the_main_repos_also_from_a_dvc_temp_workspace(tmp_path: Path) -> None:
