@@ -22,10 +22,12 @@ import os
 import platform
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -84,20 +86,24 @@ def _local_store_dir(uri: str) -> Path | None:
 def check_tracking_server(uri: str, timeout_s: float = 5) -> None:
     """Raise ``TrackingUnavailableError`` if the store at ``uri`` cannot be used.
 
-    http(s): GET ``<uri>/health`` must answer within ``timeout_s``. Local stores: the
+    http(s): GET ``<uri>/health`` must answer within ``timeout_s``, and the API must not
+    refuse the server's name (MLflow's Host header check). Local stores: the
     nearest existing folder on the store's path must be writable. Other schemes pass.
     """
     if uri.startswith(("http://", "https://")):
         url = uri.rstrip("/") + "/health"
         try:
             with urllib.request.urlopen(url, timeout=timeout_s):
-                return
+                pass
         except urllib.error.HTTPError as error:
             if error.code < 500:  # something answers; MLflow itself reports auth or path errors
                 return
             reason = f"HTTP {error.code}"
         except OSError as error:  # URLError, refused, timeout
             reason = str(getattr(error, "reason", error))
+        else:
+            _check_host_allowed(uri, timeout_s)
+            return
         raise TrackingUnavailableError(
             f"MLflow tracking server {uri} is unreachable: GET {url} failed ({reason}) within"
             f" {timeout_s:g} s. Start the server, or unset MLFLOW_TRACKING_URI (and the config's"
@@ -112,6 +118,32 @@ def check_tracking_server(uri: str, timeout_s: float = 5) -> None:
             f"MLflow tracking store {uri} is not writable: {existing} is read-only."
             " Fix its permissions or set MLFLOW_TRACKING_URI to another store."
         )
+
+
+# What MLflow's server answers, with 403, to a Host header it does not allow (its protection
+# against DNS rebinding); /health is exempt, so the check asks its API too.
+REFUSED_HOST = "Invalid Host header"
+API_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"  # any read of the API
+
+
+def _check_host_allowed(uri: str, timeout_s: float) -> None:
+    """``TrackingUnavailableError`` when the server at ``uri`` refuses the name it is reached
+    by; any other answer passes (MLflow itself reports auth or path errors)."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + API_PROBE, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as error:
+        refused = error.code == HTTPStatus.FORBIDDEN
+        if not refused or REFUSED_HOST not in error.read().decode(errors="replace"):
+            return
+    except OSError:
+        return
+    host = urllib.parse.urlsplit(uri).hostname
+    raise TrackingUnavailableError(
+        f"MLflow tracking server {uri} refuses the name {host!r} (HTTP 403, {REFUSED_HOST}):"
+        f" start it with --allowed-hosts {host} (scripts/tracking_server.py, or mlflow server"
+        f" --allowed-hosts '{host}:*'), or reach it by its IP address."
+    )
 
 
 def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -11,8 +11,9 @@ upload and download artifacts through the server, so no machine needs a shared f
 system. Runs in the foreground; SIGINT or SIGTERM stops MLflow, then PostgreSQL (also while
 they start). With ``--backend-store-uri postgresql://...`` it uses a PostgreSQL of your own
 instead and starts none. Every machine then logs there with
-``MLFLOW_TRACKING_URI=http://<server>:<port>`` (docs/team-server.md). Each problem is one
-line on stderr and exit status 1.
+``MLFLOW_TRACKING_URI=http://<server>:<port>`` (docs/team-server.md); a name for the server
+other than its own host names or a private IP address goes in ``--allowed-hosts``. Each
+problem is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--pg-port", type=int, default=DEFAULT_PG_PORT)
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument(
+        "--allowed-hosts",
+        default="",
+        help="names the team reaches this server by (comma-separated; this machine's own"
+        " names, localhost and private IP addresses are always allowed)",
+    )
     parser.add_argument(
         "--backend-store-uri", default="", help="postgresql://... of your own (none started)"
     )
@@ -269,6 +277,7 @@ def start_mlflow(
         "--backend-store-uri", uri,
         "--artifacts-destination", str(folder / "artifacts"),
         "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
+        "--allowed-hosts", ",".join(allowed_hosts(args.allowed_hosts)),
     ]  # fmt: skip
     # MLflow's background job runner serves its GenAI features only, not experiment tracking.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -288,6 +297,19 @@ def start_mlflow(
         flush=True,
     )
     return server
+
+
+def allowed_hosts(names: str) -> list[str]:
+    """The Host headers MLflow accepts: its default (localhost and private IP addresses),
+    this machine's names and ``names`` (comma-separated), each with any port. MLflow answers
+    any other name 403 (DNS-rebinding protection), so a team that reaches the server by a
+    name of its own gives it with --allowed-hosts."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    own = [socket.gethostname(), socket.getfqdn()]
+    extra = [name.strip() for name in (*own, *names.split(",")) if name.strip()]
+    named = [f"{name}{port}" for name in extra for port in ("", ":*")]
+    return list(dict.fromkeys([*get_default_allowed_hosts(), *named]))
 
 
 def _wait_until_up(

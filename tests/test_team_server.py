@@ -7,9 +7,10 @@ at the server: prepare, both searches at seed 0 and both trainings. Checked thro
 ``MlflowClient`` against the server: one run per stage with its metrics and lineage tags;
 an artifact and the registered network download through the server (``mlflow-artifacts:``)
 equal to the local outputs; both networks are registered, by alias, with genotype, errors
-and DVC stage. Then: a PostgreSQL that is down is one line from the script; SIGTERM stops
-MLflow and PostgreSQL; a stage against the stopped server is the dead-server policy's line;
-SIGTERM while the script starts leaves nothing running either.
+and DVC stage; the API answers the names the team reaches the server by (its own host
+name, ``--allowed-hosts``) and no other. Then: a PostgreSQL that is down is one line from
+the script; SIGTERM stops MLflow and PostgreSQL; a stage against the stopped server is the
+dead-server policy's line; SIGTERM while the script starts leaves nothing running either.
 
 Needs Debian's PostgreSQL (``.ci/run`` installs it; skipped, saying why, without it).
 """
@@ -23,10 +24,12 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +46,7 @@ from test_pipeline import BIN, ROOT, SHRINK, _copy_repo
 
 from pipeline.config import SEARCHED
 from pipeline.paths import prepare_outs, search_outs, train_outs
+from pipeline.tracking import API_PROBE
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +57,7 @@ STUDY_TIMEOUT_S = 600  # the five shrunken stages under dvc repro: about 1.5 min
 # SIGTERM: MLflow's workers (the script gives them 30 s), then pg_ctl stop: 9 s measured
 STOP_TIMEOUT_S = 90
 TARGETS = ("train_cifar10@searched", "train_imagenet@searched")
+TEAM_NAME = "mlflow.team.example"  # a name the team reaches the server by: --allowed-hosts
 STAGES = ("prepare", "search@cifar10-0", "search@imagenet-0", *TARGETS)
 
 
@@ -145,7 +150,7 @@ def start_server() -> TeamServer:
     with (folder / "stdout.log").open("w") as out, (folder / "stderr.log").open("w") as err:
         process = subprocess.Popen(
             [sys.executable, str(SCRIPT), str(folder), "--port", str(port)]
-            + ["--pg-port", str(pg_port), "--workers", "1"],
+            + ["--pg-port", str(pg_port), "--workers", "1", "--allowed-hosts", TEAM_NAME],
             stdout=out,
             stderr=err,
             text=True,
@@ -312,6 +317,24 @@ def test_the_networks_are_registered_and_picked_by_alias(study: Study) -> None:
     for name, value in state.items():  # tensors, and the network's extra state (drop-path)
         same = torch.equal(value, local["model"][name]) if torch.is_tensor(value) else None
         assert same if same is not None else value == local["model"][name], name
+
+
+def test_the_api_answers_the_servers_own_names_and_the_teams_only(server: TeamServer) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    answers = {}
+    for host in (socket.gethostname(), TEAM_NAME, "127.0.0.1", "elsewhere.example"):
+        request = urllib.request.Request(server.url + API_PROBE, headers={"Host": f"{host}:{port}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answers[host] = response.status
+        except urllib.error.HTTPError as error:  # MLflow's DNS-rebinding protection
+            answers[host] = error.code
+    assert answers == {
+        socket.gethostname(): 200,
+        TEAM_NAME: 200,
+        "127.0.0.1": 200,
+        "elsewhere.example": 403,
+    }
 
 
 def test_a_postgres_that_is_down_is_one_line(tmp_path: Path) -> None:
