@@ -22,6 +22,7 @@ import argparse
 import glob
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -138,6 +139,13 @@ class Postgres:
         command = self._command(tool, *args)
         return subprocess.run(command, capture_output=True, text=True, start_new_session=True)
 
+    @staticmethod
+    def _postgres_user_can_write(*folders: Path) -> bool:
+        """Whether the postgres user may enter and write ``folders`` (every parent too)."""
+        tests = [f"test -w {shlex.quote(str(f))} -a -x {shlex.quote(str(f))}" for f in folders]
+        command = ["runuser", "-u", POSTGRES_USER, "--", "sh", "-c", " && ".join(tests)]
+        return subprocess.run(command, capture_output=True).returncode == 0
+
     def start(self, check_stop: Callable[[], None]) -> str:
         """Create the cluster if new, start it; the backend store URI (password in env).
         ``check_stop`` raises between the steps when a stop was requested."""
@@ -145,7 +153,7 @@ class Postgres:
             folder.mkdir(mode=0o700, exist_ok=True)
             if self.as_root:
                 shutil.chown(folder, POSTGRES_USER, POSTGRES_USER)
-        if self.as_root and self._run("pg_ctl", "--version").returncode != 0:
+        if self.as_root and not self._postgres_user_can_write(self.data, self.run_dir):
             raise ServerError(
                 f"the {POSTGRES_USER} user cannot reach {self.data} (PostgreSQL refuses to run"
                 " as root, so it runs as that user): give it a folder whose every parent others"

@@ -8,9 +8,10 @@ at the server: prepare, both searches at seed 0 and both trainings. Checked thro
 an artifact and the registered network download through the server (``mlflow-artifacts:``)
 equal to the local outputs; both networks are registered, by alias, with genotype, errors
 and DVC stage; the API answers the names the team reaches the server by (its own host
-name, ``--allowed-hosts``) and no other. Then: a PostgreSQL that is down is one line from
-the script; SIGTERM stops MLflow and PostgreSQL; a stage against the stopped server is the
-dead-server policy's line; SIGTERM while the script starts leaves nothing running either.
+name, ``--allowed-hosts``) and no other. Then: a PostgreSQL that is down, and (under root) a
+folder the postgres user cannot enter, are one line from the script; SIGTERM stops MLflow
+and PostgreSQL; a stage against the stopped server is the dead-server policy's line;
+SIGTERM while the script starts leaves nothing running either.
 
 Needs Debian's PostgreSQL (``.ci/run`` installs it; skipped, saying why, without it).
 """
@@ -349,6 +350,19 @@ def test_a_postgres_that_is_down_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("tracking server: PostgreSQL at 127.0.0.1:"), done.stderr
     assert "is down" in done.stderr
+
+
+def test_a_folder_the_postgres_user_cannot_enter_is_one_line(tmp_path: Path) -> None:
+    if (why := _why_no_postgres()) is not None:
+        pytest.skip(why)
+    if os.geteuid() != 0:
+        pytest.skip("only under root does PostgreSQL run as another user (postgres)")
+    tmp_path.chmod(0o700)  # private to root, as pytest's own tmp folders are
+    command = [sys.executable, str(SCRIPT), str(tmp_path / "server")]
+    ports = ["--port", str(free_port()), "--pg-port", str(free_port())]
+    done = subprocess.run([*command, *ports], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and "chmod o+x" in done.stderr, done.stderr
 
 
 def test_sigterm_stops_both_and_a_stage_then_gets_the_dead_server_line(study: Study) -> None:
