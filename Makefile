@@ -1,5 +1,6 @@
 # Everything installs from this file: on a fresh clone, `make repro` and `make test`
-# need only python3.11 (and, for the browser test, Debian's chromium; see .ci/run).
+# need only python3.11 (and, for the browser and team-server tests, Debian's chromium and
+# postgresql; see .ci/run).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin

@@ -3,8 +3,8 @@
 One rule, used by the check (tests/test_dvc_declarations.py) and the rewrite
 (scripts/sync_dvc_deps.py): a stage depends on the repository modules its ``python -m``
 module imports, transitively; package ``__init__`` files aside (they only re-export), and
-the tracking modules aside (they only observe: a change to what is logged must not rerun
-GPU-days of search).
+the tracking and registry modules aside (they only observe: a change to what is logged must
+not rerun GPU-days of search).
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PACKAGES = ("pcdarts", "stages", "detection", "pipeline", "reporting")
-OBSERVERS = {"pcdarts/tracking.py", "pipeline/tracking.py"}  # results never depend on them
+OBSERVERS = {  # results never depend on them
+    "pcdarts/tracking.py",
+    "pipeline/tracking.py",
+    "pipeline/registry.py",
+}
 
 
 def module_file(module: str) -> Path | None:

@@ -22,10 +22,12 @@ import os
 import platform
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from mlflow.exceptions import MlflowException
 
 from pcdarts.errors import UserError
 from pipeline.io import write_json
+from pipeline.registry import Registration, register_model_version
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +86,24 @@ def _local_store_dir(uri: str) -> Path | None:
 def check_tracking_server(uri: str, timeout_s: float = 5) -> None:
     """Raise ``TrackingUnavailableError`` if the store at ``uri`` cannot be used.
 
-    http(s): GET ``<uri>/health`` must answer within ``timeout_s``. Local stores: the
+    http(s): GET ``<uri>/health`` must answer within ``timeout_s``, and the API must not
+    refuse the server's name (MLflow's Host header check). Local stores: the
     nearest existing folder on the store's path must be writable. Other schemes pass.
     """
     if uri.startswith(("http://", "https://")):
         url = uri.rstrip("/") + "/health"
         try:
             with urllib.request.urlopen(url, timeout=timeout_s):
-                return
+                pass
         except urllib.error.HTTPError as error:
             if error.code < 500:  # something answers; MLflow itself reports auth or path errors
                 return
             reason = f"HTTP {error.code}"
         except OSError as error:  # URLError, refused, timeout
             reason = str(getattr(error, "reason", error))
+        else:
+            _check_host_allowed(uri, timeout_s)
+            return
         raise TrackingUnavailableError(
             f"MLflow tracking server {uri} is unreachable: GET {url} failed ({reason}) within"
             f" {timeout_s:g} s. Start the server, or unset MLFLOW_TRACKING_URI (and the config's"
@@ -111,6 +118,32 @@ def check_tracking_server(uri: str, timeout_s: float = 5) -> None:
             f"MLflow tracking store {uri} is not writable: {existing} is read-only."
             " Fix its permissions or set MLFLOW_TRACKING_URI to another store."
         )
+
+
+# What MLflow's server answers, with 403, to a Host header it does not allow (its protection
+# against DNS rebinding); /health is exempt, so the check asks its API too.
+REFUSED_HOST = "Invalid Host header"
+API_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"  # any read of the API
+
+
+def _check_host_allowed(uri: str, timeout_s: float) -> None:
+    """``TrackingUnavailableError`` when the server at ``uri`` refuses the name it is reached
+    by; any other answer passes (MLflow itself reports auth or path errors)."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + API_PROBE, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as error:
+        refused = error.code == HTTPStatus.FORBIDDEN
+        if not refused or REFUSED_HOST not in error.read().decode(errors="replace"):
+            return
+    except OSError:
+        return
+    host = urllib.parse.urlsplit(uri).hostname
+    raise TrackingUnavailableError(
+        f"MLflow tracking server {uri} refuses the name {host!r} (HTTP 403, {REFUSED_HOST}):"
+        f" start it with --allowed-hosts {host} (scripts/tracking_server.py, or mlflow server"
+        f" --allowed-hosts '{host}:*'), or reach it by its IP address."
+    )
 
 
 def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -196,15 +229,16 @@ class MlflowTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._call("set_tags", mlflow.set_tags, {k: str(v) for k, v in tags.items()})
 
-    def log_model(self, model: Any, name: str, input_example: np.ndarray) -> None:
-        """A PyTorch model with its signature; a failure warns and the run goes on."""
+    def log_model(self, model: Any, name: str, input_example: np.ndarray) -> str | None:
+        """A PyTorch model with its signature; its LoggedModel id, or None (a failure warns
+        and the run goes on)."""
         if not self.ok:
-            return
+            return None
         import mlflow.pytorch  # imports torch: only where a model is logged
 
         requirements = [f"{p}=={_version(p)}" for p in ("torch", "torchvision", "numpy")]
         try:  # explicit requirements skip MLflow's slow inference of them in a subprocess
-            mlflow.pytorch.log_model(  # pickled: pt2 (torch.export) fixes the example's batch size
+            info = mlflow.pytorch.log_model(  # pickled: pt2 (torch.export) fixes the batch size
                 model,
                 name=name,
                 input_example=input_example,
@@ -214,6 +248,22 @@ class MlflowTracker:
         except Exception as error:  # a model that MLflow cannot save is no reason to fail
             msg = f"MLflow could not log model {name!r}: {error!r}"
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            return None
+        return str(info.model_id)
+
+    def register_model(self, model_id: str | None, registration: Registration) -> str | None:
+        """Register the logged model ``model_id`` in the Model Registry (pipeline/registry.py);
+        the version, or None when there is nothing to register or the registry fails (warned)."""
+        if not self.ok or model_id is None:
+            return None
+        client = mlflow.MlflowClient(mlflow.get_tracking_uri())
+        try:
+            version = register_model_version(client, model_id, self.run_id, registration)
+        except Exception as error:  # the registry is an observer: never a reason to fail
+            msg = f"MLflow could not register model {registration.name!r}: {error!r}"
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            return None
+        return str(version.version)
 
     def close(self, status: str) -> None:
         """Flush the records and end the run with ``status`` (FINISHED, FAILED, KILLED)."""

@@ -4,7 +4,8 @@
     python -m stages.train cifar10 random:0                 # a random cell, the same recipe
     python -m stages.train imagenet searched:cifar10        # ImageNet, the CIFAR-searched cell
 
-Writes the trained network (the detection stage's backbone), test error, and curves.
+Writes the trained network (the detection stage's backbone), test error, and curves; registers
+the network in MLflow's Model Registry, its cell as alias (pipeline/registry.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipeline.config import REPO_ROOT, TrainParams, load_params
 from pipeline.io import save_torch, to_jsonable, write_curves, write_json
 from pipeline.launch import finish_processes, start_processes
 from pipeline.paths import train_outs
+from pipeline.registry import registration
 from pipeline.stage import run_stage, runtime_record, tracked
 from pipeline.train_setup import genotype_for, train_inputs
 
@@ -87,12 +89,16 @@ def main(dataset: str, cell: str) -> None:
                 "params": to_jsonable(train_params),
             },
         )
-        tracker.log_summary({**result.metrics, **t.size})
+        final = {**result.metrics, **t.size}
+        tracker.log_summary(final)
         tracker.log_artifact(o["metrics"])
         example = np.zeros(
             (1, 3, train_params.image_size, train_params.image_size), dtype=np.float32
         )
-        tracker.log_model(trainer.model.cpu().eval(), "model", input_example=example)
+        model_id = tracker.log_model(trainer.model.cpu().eval(), "model", input_example=example)
+        tracker.register_model(  # in the Model Registry, by alias: pipeline/registry.py
+            model_id, registration(p.tracking.experiment, dataset, cell, genotype.to_dict(), final)
+        )
         progress.done()
     finish_processes(trainer.model)
     print(f"{stage}: test top-1 error {result.metrics['test/top1_err']:.2f}%")

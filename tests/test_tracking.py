@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.registry import cell_alias, registration
 from pipeline.tracking import (
     MAX_PARAM_CHARS,
     TrackingUnavailableError,
@@ -241,6 +244,58 @@ def test_log_model_logs_a_pytorch_model_or_warns(store: str, tmp_path: Path) -> 
     assert ready == [("final_network", tracker.run_id)], [(m.name, m.status) for m in logged]
 
 
+def test_a_logged_model_is_registered_with_its_lineage_tags_and_cell_alias(
+    store: str, git_repo: Path
+) -> None:
+    model = torch.nn.Linear(4, 3).eval()
+    genotype = {"normal": [["sep_conv_3x3", 0]], "reduce": [["max_pool_3x3", 1]]}
+    metrics = {"test/top1_err": 7.0234, "model/params_m": 0.01}
+    versions = []
+    for _ in range(2):  # the alias moves to the newest version of its cell
+        with stage_run(
+            "train_cifar10",
+            params={},
+            profile="tiny",
+            seed=0,
+            repo_root=git_repo,
+            tracking_uri=store,
+            experiment="registry",
+            dvc_stage="train_cifar10@random:1",
+        ) as tracker:
+            model_id = tracker.log_model(model, "model", np.zeros((1, 4), np.float32))
+            request = registration("registry", "cifar10", "random:1", genotype, metrics)
+            versions.append(tracker.register_model(model_id, request))
+    assert versions == ["1", "2"]
+    client = MlflowClient(store)
+    version = client.get_model_version_by_alias("registry-cifar10", "random-1")
+    assert str(version.version) == "2" and version.run_id == tracker.run_id
+    assert json.loads(version.tags["genotype"]) == genotype
+    assert version.tags["test/top1_err"] == "7.0234" and "test/top5_err" not in version.tags
+    assert version.tags["dvc_stage"] == "train_cifar10@random:1"
+    assert version.tags["git_commit"] == client.get_run(tracker.run_id).data.tags["git_commit"]
+    assert "test/top1_err 7.02%" in version.description
+
+
+def test_registration_names_aliases_and_an_unregistrable_model_warns(
+    store: str, tmp_path: Path
+) -> None:
+    imagenet = registration("pcdarts", "imagenet", "searched", {}, {"test/top5_err": 1.0})
+    assert imagenet.name == "pcdarts-imagenet"
+    assert imagenet.aliases == ("searched", "ssd-backbone")  # transfer_ssd's backbone
+    assert registration("pcdarts", "imagenet", "searched:cifar10", {}, {}).aliases == (
+        "searched-cifar10",
+    )
+    assert cell_alias("random:0") == "random-0" and cell_alias("cells/my.json") == "cells-my-json"
+    assert cell_alias("latest") == "cell-latest" and cell_alias("v2") == "cell-v2"  # reserved
+    with stage_run(
+        "train", params={}, profile="tiny", seed=0, repo_root=tmp_path, tracking_uri=store
+    ) as tracker:
+        assert tracker.register_model(None, imagenet) is None  # log_model failed: nothing
+        with pytest.warns(RuntimeWarning, match="could not register model 'pcdarts-imagenet'"):
+            assert tracker.register_model("m-no-such-model", imagenet) is None
+    assert tracker.ok  # the registry is an observer: tracking goes on
+
+
 def test_default_store_is_the_main_repos_also_from_a_dvc_temp_workspace(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     workspace = repo / ".dvc" / "tmp" / "exps" / "tmpabc123"
@@ -289,6 +344,35 @@ def test_silent_server_fails_within_the_timeout() -> None:
         with pytest.raises(TrackingUnavailableError, match="within 1 s"):
             check_tracking_server(uri, timeout_s=1)
         assert time.monotonic() - start < 2.5
+
+
+class _HostCheckingServer(http.server.BaseHTTPRequestHandler):
+    """MLflow's answers: /health to anyone, the API only to the host names it allows."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        refused = self.path != "/health" and not self.headers["Host"].startswith("127.0.0.1")
+        body = b"Invalid Host header - possible DNS rebinding attack detected" if refused else b"{}"
+        self.send_response(403 if refused else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_refuses_its_name_is_one_line_naming_allowed_hosts() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostCheckingServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        check_tracking_server(f"http://127.0.0.1:{port}", timeout_s=2)  # an allowed name
+        with pytest.raises(TrackingUnavailableError, match="--allowed-hosts localhost"):
+            check_tracking_server(f"http://localhost:{port}", timeout_s=2)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_read_only_store_folder_fails_fast(tmp_path: Path) -> None:
